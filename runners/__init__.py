@@ -1,0 +1,1 @@
+"""Runners: one run in this process (``local``), a grid of cells in worker processes (``sweep``)."""

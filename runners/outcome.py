@@ -1,0 +1,79 @@
+"""Outcomes of cells and the bookkeeping both runners share."""
+
+from __future__ import annotations
+
+import signal
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from runners.cell import Cell, CellResult
+from suite.config import config_hash
+from suite.environment import git_commit
+from suite.task import get_task
+from suite.tracking import Tracker
+
+import suite
+
+
+@dataclass
+class Outcome:
+    """How one cell ended: FINISHED, FAILED, KILLED, or CACHED (a FINISHED run already existed)."""
+
+    cell: Cell
+    status: str
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("FINISHED", "CACHED")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so runs end as KILLED like on Ctrl-C."""
+
+    def __init__(self, signame: str = "SIGINT") -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Interrupted` for the duration of the block."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def open_run(tracker: Tracker, cell: Cell) -> str:
+    task = get_task(cell.task)
+    config = task.Config(**cell.config)
+    tags = task().tags(config)
+    reference = task().reference(config)
+    if reference is not None:
+        tags["suite.reference_hash"] = config_hash(task.name, task.version, reference)
+    return tracker.open_run(task=cell.task, tier=cell.tier, config=config, config_hash=cell.hash, tags=tags)
+
+
+def record_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult) -> None:
+    task = get_task(cell.task)
+    summary = {"task": cell.task, "task_version": task.version, "tier": cell.tier, "config": cell.config,
+               "config_hash": cell.hash, "git_commit": git_commit(), "suite_version": suite.__version__}
+    tracker.finish(run_id, result.metrics, schema=task.result_schema(result.phases),
+                   environment=result.environment, summary=summary)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The exception and the last frames of its traceback, short enough for a tag."""
+    tb = "".join(traceback.format_exception(exc, limit=-3))
+    return f"{type(exc).__name__}: {exc}\n{tb}"

@@ -1,0 +1,45 @@
+"""Entry point of a sweep's worker process: run one cell, send the result up a pipe.
+
+The worker never writes to MLflow: the sweep's parent process is the single writer, so
+parallel cells cannot lose or corrupt a write, and a killed worker leaves nothing half-logged.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import time
+from multiprocessing.connection import Connection
+
+from runners.cell import Cell, execute
+from runners.outcome import failure_reason
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when its parent dies, so no orphan keeps computing."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker notices the closed pipe instead
+
+
+def main(cell: Cell, threads: int, conn: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent()
+    last = 0.0
+
+    def report(desc: str, done: float, total: float) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 0.2 or done >= total:
+            last = now
+            conn.send(("progress", desc, done, total))
+
+    try:
+        conn.send(("result", execute(cell, threads=threads, report=report)))
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent
+        conn.send(("error", failure_reason(exc)))
+    finally:
+        conn.close()

@@ -1,0 +1,188 @@
+"""The ``suite`` command line.
+
+    suite list
+    suite show dpsgd [--tier quick]
+    suite run dpsgd --set method=dpsgd --set epsilon=3 [--force]
+    suite sweep [dpsgd ...] [--tier quick] [--jobs 2]
+    suite leaderboard [--out site]
+
+Exit status: 0 when all went well, 1 when a run failed, 2 for bad input (nothing is run
+or written), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from suite.errors import SuiteError, UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from suite.progress import console
+
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    except SuiteError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: running runs were recorded as KILLED")
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="suite", description="Privacy-and-efficiency benchmark suite.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="registered tasks, their methods and tiers")
+    p.set_defaults(handler=_cmd_list)
+
+    p = sub.add_parser("show", help="a task's resolved config and every key it accepts")
+    p.add_argument("task")
+    p.add_argument("--tier", default="quick")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(handler=_cmd_show)
+
+    p = sub.add_parser("run", help="run one config of a task and log it to MLflow")
+    p.add_argument("task")
+    p.add_argument("--tier", default="quick")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--force", action="store_true", help="run even if a FINISHED run of this config exists")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("sweep", help="run the grid of a tier for some or all tasks")
+    p.add_argument("tasks", nargs="*", help="task names (default: all)")
+    p.add_argument("--tier", default="quick")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key in every cell")
+    p.add_argument("--force", action="store_true", help="rerun cells that already have a FINISHED run")
+    p.add_argument("--timeout", type=float, default=None, help="per-cell time limit in seconds (default: tier's)")
+    p.set_defaults(handler=_cmd_sweep)
+
+    p = sub.add_parser("leaderboard", help="render finished runs into a static site")
+    p.add_argument("--out", default="site")
+    p.set_defaults(handler=_cmd_leaderboard)
+    return parser
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from suite.progress import console
+    from suite.task import discover
+
+    registry = discover()
+    table = Table("task", "methods", "tiers", "description")
+    for name in registry:
+        task = registry.get(name)
+        table.add_row(name, ", ".join(task.methods()), ", ".join(task.tiers()), task.description)
+    _stdout().print(table)
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    import yaml
+    from rich.table import Table
+
+    from suite.config import describe_fields, parse_overrides
+    from suite.task import get_task
+
+    task = get_task(args.task)
+    config = task.resolve(args.tier, parse_overrides(args.overrides))
+    out = _stdout()
+    out.print(f"[bold]{task.name}[/] ({args.tier} tier, task version {task.version}): {task.description}")
+    out.print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip(), markup=False)
+    table = Table("key", "type", "default", "allowed", "meaning", title="keys")
+    for row in describe_fields(task.Config):
+        table.add_row(row["key"], row["type"], repr(row["default"]), row["allowed"], row["doc"])
+    out.print(table)
+    spec = task.tier(args.tier)
+    from suite.config import expand_grid
+
+    out.print(f"{args.tier} grid: {len(expand_grid(spec.grid))} cells (before de-duplication), "
+              f"timeout {spec.timeout_s:g} s per cell")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from runners.local import run_one
+    from suite.config import parse_overrides
+    from suite.progress import Display
+    from suite.task import get_task
+    from suite.tracking import Tracker
+
+    task = get_task(args.task)
+    config = task.resolve(args.tier, parse_overrides(args.overrides))
+    tracker = Tracker()
+    with Display(1, f"{task.name} run") as display:
+        display.cell_started("run", task.name)
+        outcome = run_one(task, args.tier, config, tracker=tracker, force=args.force,
+                          report=lambda desc, done, total: display.cell_progress("run", desc, done, total))
+        from runners.sweep import describe
+
+        display.cell_ended("run", describe(outcome))
+    if outcome.status == "CACHED":
+        _stdout().print(f"a FINISHED run of this config exists ({outcome.run_id}); use --force to run it again")
+    elif outcome.metrics:
+        _print_metrics(outcome.metrics)
+    _stdout().print(f"run id: {outcome.run_id}  store: {tracker.uri}")
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from runners.sweep import plan, run_sweep
+    from suite.config import parse_overrides
+    from suite.task import discover, get_task
+    from suite.tracking import Tracker
+
+    names = args.tasks or discover().names()
+    tasks = [get_task(n) for n in names]
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    cells = plan(tasks, args.tier, parse_overrides(args.overrides), timeout_s=args.timeout)
+    preload = [m for t in tasks for m in t.preload]
+    tracker = Tracker()
+    outcomes = run_sweep(cells, tracker=tracker, jobs=args.jobs, force=args.force, preload=preload)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+    _stdout().print(f"sweep of {len(cells)} cells: {summary}; store: {tracker.uri}")
+    return EXIT_OK if all(o.ok or o.status == "BUSY" for o in outcomes) else EXIT_FAILED
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from leaderboard.build import build_site
+    from suite.tracking import Tracker
+
+    index = build_site(Tracker(), args.out)
+    _stdout().print(f"leaderboard written to {index}")
+    return EXIT_OK
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    from rich.table import Table
+
+    table = Table("metric", "value")
+    for key in sorted(metrics):
+        table.add_row(key, f"{metrics[key]:.6g}")
+    _stdout().print(table)
+
+
+def _stdout():  # noqa: ANN202 - a rich Console
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

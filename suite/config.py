@@ -1,0 +1,211 @@
+"""Strict task configs: pydantic models, per-tier YAML files, ``--set`` overrides.
+
+A tier file ``tasks/<family>/configs/<tier>.yaml`` has these top-level keys:
+
+``defaults``
+    values for the task's config keys (the resolved default config of the tier);
+``grid``
+    a list of sub-grids, each a mapping ``key: [values]``; a sweep runs the union of
+    their cartesian products (duplicates removed by config hash);
+``smoke``
+    overrides that make the smallest config, run by the conformance test;
+``timeout_s``
+    the per-cell time limit of a sweep;
+``threads``
+    torch threads per cell (default: the machine's cores divided by the sweep's jobs);
+    tiny models run fastest on one thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from suite.errors import ConfigError
+from suite.registry import unknown_name_message
+
+TIERS = ("quick", "full")
+_TIER_KEYS = {"defaults", "grid", "smoke", "timeout_s", "threads"}
+
+
+class TaskConfig(BaseModel):
+    """Keys every task shares; a task's config subclasses this and narrows ``method``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    method: str  # which method of the task to run
+    seed: int = Field(0, ge=0)  # seeds model init, sampling and noise
+    epsilon: float | None = Field(None, gt=0)  # target privacy budget, for methods that have one
+    delta: float | None = Field(None, gt=0, lt=1)  # target delta, for methods that have one
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One tier file of a task, read and checked."""
+
+    name: str
+    defaults: dict[str, Any]
+    grid: list[dict[str, list[Any]]]
+    smoke: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float = 600.0
+    threads: int | None = None
+
+
+def load_tier(config_dir: Path, tier: str) -> Tier:
+    """Read ``<config_dir>/<tier>.yaml``; errors name the file and the bad key."""
+    if tier not in TIERS:
+        raise ConfigError(unknown_name_message("tier", tier, list(TIERS)))
+    path = config_dir / f"{tier}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no {tier} tier for this task: {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with keys {sorted(_TIER_KEYS)}")
+    unknown = set(raw) - _TIER_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TIER_KEYS)}")
+    grid = raw.get("grid") or [{}]
+    for i, sub in enumerate(grid):
+        if not isinstance(sub, dict) or not all(isinstance(v, list) and v for v in sub.values()):
+            raise ConfigError(f"{path}: grid[{i}] must map each key to a non-empty list of values")
+    return Tier(
+        name=tier,
+        defaults=dict(raw.get("defaults") or {}),
+        grid=[dict(sub) for sub in grid],
+        smoke=dict(raw.get("smoke") or {}),
+        timeout_s=float(raw.get("timeout_s", 600.0)),
+        threads=int(raw["threads"]) if raw.get("threads") else None,
+    )
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["lr=0.1", "method=dpsgd"]`` into a dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            out[key] = text
+    return out
+
+
+def build_config(model: type[TaskConfig], values: Mapping[str, Any]) -> TaskConfig:
+    """Validate ``values`` against ``model``; a failure becomes a ConfigError naming each bad key."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(model, exc)) from None
+
+
+def format_validation_error(model: type[TaskConfig], exc: ValidationError) -> str:
+    fields = list(model.model_fields)
+    lines = [f"invalid config for {model.__name__}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        if err["type"] == "extra_forbidden":
+            lines.append("  " + unknown_name_message("key", key, fields).replace("known keys", "allowed keys"))
+            continue
+        lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def expand_grid(grid: list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
+    """The union of the cartesian products of each sub-grid, in file order."""
+    cells: list[dict[str, Any]] = []
+    for sub in grid:
+        keys = list(sub)
+        for values in itertools.product(*(sub[k] for k in keys)):
+            cells.append(dict(zip(keys, values)))
+    return cells
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def config_hash(task: str, version: str, config: TaskConfig) -> str:
+    """SHA-256 of the canonical JSON of the resolved config plus the task's name and version."""
+    payload = {"task": task, "version": version, "config": config.model_dump(mode="json")}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def describe_fields(model: type[TaskConfig]) -> list[dict[str, Any]]:
+    """Every key of a config model with its type, default, allowed values and comment (for ``suite show``)."""
+    docs = _field_comments(model)
+    rows = []
+    for name, info in model.model_fields.items():
+        rows.append({
+            "key": name,
+            "type": _type_name(info.annotation),
+            "default": info.default,
+            "allowed": _allowed(info),
+            "doc": docs.get(name, ""),
+        })
+    return rows
+
+
+def _type_name(annotation: Any) -> str:
+    import typing
+
+    if typing.get_origin(annotation) is typing.Literal:
+        return "choice"
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args:
+        inner = " | ".join(_type_name(a) for a in args)
+        return inner + (" | null" if len(args) < len(typing.get_args(annotation)) else "")
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _allowed(info: Any) -> str:
+    import typing
+
+    def literals(annotation: Any) -> list[Any]:
+        if typing.get_origin(annotation) is typing.Literal:
+            return list(typing.get_args(annotation))
+        return [v for a in typing.get_args(annotation) for v in literals(a)]
+
+    choices = literals(info.annotation)
+    if choices:
+        return ", ".join(str(c) for c in choices)
+    bounds = []
+    for meta in info.metadata:
+        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if getattr(meta, attr, None) is not None:
+                bounds.append(f"{sign} {getattr(meta, attr)}")
+    return ", ".join(bounds)
+
+
+def _field_comments(model: type[TaskConfig]) -> dict[str, str]:
+    """The trailing ``# comment`` of each field line in the model's (and its bases') source."""
+    import inspect
+    import re
+
+    pattern = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
+    out: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, TaskConfig)):
+            continue
+        try:
+            lines = inspect.getsource(cls).splitlines()
+        except (OSError, TypeError):
+            continue
+        for line in lines:
+            match = pattern.match(line)
+            if match:
+                out[match.group(1)] = match.group(2).strip()
+    return out
