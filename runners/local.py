@@ -29,9 +29,9 @@ def run_one(task: type[Task], tier: str, config: TaskConfig, *, tracker: Tracker
         done = tracker.finished_hashes(task.name).get(cell.hash)
         if done:
             return Outcome(cell, "CACHED", done)
-    run_id = open_run(tracker, cell)
     start = time.perf_counter()
     with sigterm_as_interrupt():
+        run_id = open_run(tracker, cell)
         try:
             result = execute(cell, threads=cell.threads or os.cpu_count(), report=report)
             record_result(tracker, run_id, cell, result)

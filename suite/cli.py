@@ -23,10 +23,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from runners.outcome import sigterm_as_interrupt
     from suite.progress import console
 
     try:
-        return args.handler(args)
+        with sigterm_as_interrupt():
+            return args.handler(args)
     except UsageError as exc:
         console.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         return EXIT_USAGE

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import os
 import time
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from suite.config import TaskConfig, Tier, build_config, load_tier
+from suite.errors import UsageError
 from suite.registry import Registry
 from suite.schema import COMMON_METRICS, PRIVACY_UNITS, Metric, check_schema
 
@@ -168,12 +170,21 @@ class Task(abc.ABC):
 
 
 def discover() -> Registry[type[Task]]:
-    """Import every ``tasks/<family>/task.py`` so that its decorators register it."""
-    for path in sorted(_TASK_PACKAGE.glob("*/task.py")):
-        family = path.parent.name
-        if family.startswith(("_", ".")):
-            continue
-        importlib.import_module(f"tasks.{family}.task")
+    """Import every ``tasks/<family>/task.py`` so that its decorators register it.
+
+    Task modules kept outside this repository are added by naming them, comma-separated,
+    in ``SUITE_TASK_MODULES`` (e.g. ``SUITE_TASK_MODULES=mylab.tasks.toy``).
+    """
+    modules = [f"tasks.{p.parent.name}.task" for p in sorted(_TASK_PACKAGE.glob("*/task.py"))
+               if not p.parent.name.startswith(("_", "."))]
+    modules += [m.strip() for m in os.environ.get("SUITE_TASK_MODULES", "").split(",") if m.strip()]
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                raise UsageError(f"task module {module!r} not found (from SUITE_TASK_MODULES?): {exc}") from None
+            raise
     return TASKS
 
 

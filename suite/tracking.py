@@ -17,7 +17,8 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,6 +90,23 @@ def owner_alive(tags: Mapping[str, str]) -> bool:
     return repr(_process_start(pid)) == tags.get("suite.pid_start")
 
 
+@contextmanager
+def _store_init_lock(db: Path | None) -> Iterator[None]:
+    """Serialize the first open of a SQLite store: MLflow creates and migrates its schema then,
+    and two processes doing so at once corrupt the migration ("duplicate column name")."""
+    if db is None:
+        yield
+        return
+    import fcntl
+
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Tracker:
     """Opens, finishes and queries the suite's MLflow runs."""
 
@@ -102,8 +120,9 @@ class Tracker:
             raise TrackingError(f"MLflow store {self.uri}: folder {db.parent} does not exist; create it or "
                                 "set MLFLOW_TRACKING_URI to a writable location")
         try:
-            self.client = MlflowClient(self.uri)
-            _retry(self.client.search_experiments, max_results=1)
+            with _store_init_lock(db):
+                self.client = MlflowClient(self.uri)
+                _retry(self.client.search_experiments, max_results=1)
         except Exception as exc:
             raise TrackingError(
                 f"cannot use the MLflow store {self.uri}: {exc}\n"

@@ -38,9 +38,10 @@ class _Setup:
 def train_and_evaluate(config: DPSGDConfig, ctx: RunContext) -> dict[str, float]:
     device = _device(config.device)
     torch.manual_seed(config.seed)
-    train_set, test_set, n_classes = _datasets(config)
-    setup = _make_private(config, train_set, MODELS[config.dataset](n_classes).to(device))
-    metrics = _flops(setup, train_set, device)
+    with ctx.phase("setup"):
+        train_set, test_set, n_classes = _datasets(config)
+        setup = _make_private(config, train_set, MODELS[config.dataset](n_classes).to(device))
+        metrics = _flops(setup, train_set, device)
     with ctx.phase("train"):
         steps, examples = _train(config, setup, device, ctx)
     with ctx.phase("eval"):
@@ -81,17 +82,27 @@ def _make_private(config: DPSGDConfig, train_set: Any, model: nn.Module) -> _Set
     if config.method == "nonprivate":
         return _Setup(model, optimizer, loader, criterion, None)
     engine = PrivacyEngine(accountant=config.accountant)
-    made = engine.make_private_with_epsilon(
-        module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
-        target_epsilon=config.epsilon, target_delta=config.delta, epochs=config.epochs,
-        max_grad_norm=config.max_grad_norm, poisson_sampling=True, grad_sample_mode=config.grad_sample_mode,
-        noise_generator=torch.Generator().manual_seed(config.seed + 1),
-    )
+    with warnings.catch_warnings():
+        # The noise calibration's binary search probes huge noise levels, whose optimal RDP
+        # order is the largest; the final epsilon is computed (and may warn) in _privacy.
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        made = _calibrate(engine, config, model, optimizer, loader, criterion)
     if config.grad_sample_mode == "ghost":
         model, optimizer, criterion, loader = made  # ghost clipping wraps the loss for its double backward
     else:
         model, optimizer, loader = made
     return _Setup(model, optimizer, loader, criterion, engine)
+
+
+def _calibrate(engine: PrivacyEngine, config: DPSGDConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+               loader: DataLoader, criterion: Any) -> tuple[Any, ...]:
+    """Opacus picks the noise multiplier that reaches the target epsilon after ``epochs``."""
+    return engine.make_private_with_epsilon(
+        module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
+        target_epsilon=config.epsilon, target_delta=config.delta, epochs=config.epochs,
+        max_grad_norm=config.max_grad_norm, poisson_sampling=True, grad_sample_mode=config.grad_sample_mode,
+        noise_generator=torch.Generator().manual_seed(config.seed + 1),
+    )
 
 
 def _flops(setup: _Setup, train_set: Any, device: torch.device) -> dict[str, float]:

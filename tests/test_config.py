@@ -1,0 +1,104 @@
+"""Strict configs, tier files, config hashes and the registry's errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from suite.config import TaskConfig, build_config, config_hash, expand_grid, parse_overrides
+from suite.errors import ConfigError, UsageError
+from suite.registry import Registry
+from suite.task import get_task
+
+
+def test_registry_rejects_duplicates_and_suggests_close_names() -> None:
+    reg: Registry[int] = Registry("thing")
+    reg.add("alpha", 1)
+    with pytest.raises(ValueError, match="already registered"):
+        reg.add("alpha", 2)
+    with pytest.raises(UsageError, match="did you mean 'alpha'"):
+        reg.get("alpah")
+
+
+def test_unknown_task_suggests_the_close_one() -> None:
+    with pytest.raises(UsageError, match="unknown task 'dpsdg'; did you mean 'dpsgd'"):
+        get_task("dpsdg")
+
+
+def test_overrides_parse_yaml_scalars() -> None:
+    assert parse_overrides(["lr=0.1", "method=dpsgd", "epochs=3", "data_dir=", "x=[1, 2]"]) == {
+        "lr": 0.1, "method": "dpsgd", "epochs": 3, "data_dir": None, "x": [1, 2]}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["lr"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named", "allowed"),
+    [
+        ({"lrr": 0.1}, "lrr", "did you mean 'lr'"),
+        ({"epochs": "many"}, "epochs", "valid integer"),
+        ({"epsilon": 0}, "epsilon", "greater than 0"),
+        ({"epsilon": -1.0}, "epsilon", "greater than 0"),
+        ({"delta": 1.0}, "delta", "less than 1"),
+        ({"lr": -0.5}, "lr", "greater than 0"),
+        ({"method": "dpsdg"}, "method", "'nonprivate' or 'dpsgd'"),
+        ({"grad_sample_mode": "magic"}, "grad_sample_mode", "'hooks', 'functorch' or 'ghost'"),
+        ({"epsilon": None}, "epsilon", "method dpsgd needs epsilon"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(overrides: dict, named: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        get_task("dpsgd").resolve("quick", overrides)
+    message = str(info.value)
+    assert named in message and allowed in message
+
+
+def test_unknown_tier_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"unknown tier .medium. \(known tiers: quick, full\)"):
+        get_task("dpsgd").resolve("medium")
+
+
+def test_nonprivate_resets_privacy_keys_so_equal_runs_hash_equal() -> None:
+    task = get_task("dpsgd")
+    a = task.resolve("quick", {"method": "nonprivate"})
+    b = task.resolve("quick", {"method": "nonprivate", "epsilon": 8.0, "grad_sample_mode": "ghost"})
+    assert a.epsilon is None and a.grad_sample_mode is None
+    assert config_hash("dpsgd", "1", a) == config_hash("dpsgd", "1", b)
+
+
+def test_config_hash_depends_on_values_and_task_version() -> None:
+    task = get_task("dpsgd")
+    base = task.resolve("quick")
+    other = task.resolve("quick", {"seed": 1})
+    h = config_hash("dpsgd", "1", base)
+    assert len(h) == 64 and h == config_hash("dpsgd", "1", task.resolve("quick"))
+    assert h != config_hash("dpsgd", "1", other)
+    assert h != config_hash("dpsgd", "2", base)
+
+
+def test_grid_is_the_union_of_cartesian_products() -> None:
+    cells = expand_grid([{"a": [1, 2], "b": ["x", "y"]}, {"a": [3]}])
+    assert cells == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}, {"a": 3}]
+
+
+def test_common_keys_are_validated_in_every_task() -> None:
+    class Plain(TaskConfig):
+        method: str = "m"
+
+    with pytest.raises(ConfigError, match="seed"):
+        build_config(Plain, {"seed": -1})
+    with pytest.raises(ConfigError, match="delta"):
+        build_config(Plain, {"delta": 0})
+
+
+def test_dpsgd_quick_grid_covers_the_issue() -> None:
+    from runners.sweep import plan
+
+    cells = plan([get_task("dpsgd")], "quick")
+    combos = {(c.config["method"], c.config["epsilon"], c.config["grad_sample_mode"], c.config["accountant"])
+              for c in cells}
+    assert {("dpsgd", e, "hooks", "rdp") for e in (1.0, 3.0, 8.0)} <= combos
+    assert {("dpsgd", 3.0, m, "rdp") for m in ("functorch", "ghost")} <= combos
+    assert ("nonprivate", None, None, None) in combos
+    seeds = {c.config["seed"] for c in cells}
+    assert len(seeds) >= 3
+    assert len({c.hash for c in cells}) == len(cells)

@@ -1,0 +1,74 @@
+"""The registry drives these tests: every registered task's smallest config runs and logs the contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runners.local import run_one
+from suite.schema import AXES, PRIVACY_UNITS
+from suite.task import discover
+
+TASKS = discover().names()
+CONTRACT_TAGS = ("suite.task", "suite.method", "suite.tier", "suite.seed", "suite.config_hash", "suite.git_commit",
+                 "suite.version", "privacy.unit", "privacy.accountant")
+
+
+def _smoke_configs(name: str) -> list:
+    """The tier's smoke overrides applied to each method's first grid cell (one config per method)."""
+    task = discover().get(name)
+    tier = task.tier("quick")
+    configs = {}
+    for method in task.methods():
+        configs.setdefault(method, task.resolve("quick", {**tier.smoke, "method": method}))
+    return list(configs.values())
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_every_task_declares_a_valid_schema_and_quick_tier(name: str) -> None:
+    task = discover().get(name)
+    assert "quick" in task.tiers()
+    assert task.methods()
+    for key, metric in task.result_schema(["train"]).items():
+        assert key.split("/")[0] in AXES and metric.direction in ("higher", "lower", "none")
+    assert any(k.startswith("utility/") for k in task.metrics)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_smallest_config_of_every_method_runs_and_logs_the_contract(name: str, store) -> None:
+    task = discover().get(name)
+    for config in _smoke_configs(name):
+        if config.method in ("crash", "nan", "hang"):
+            continue  # the toy task's planned faults have their own tests
+        outcome = run_one(task, "quick", config, tracker=store)
+        assert outcome.status == "FINISHED", outcome.reason
+        run = store.client.get_run(outcome.run_id)
+        assert set(CONTRACT_TAGS) <= set(run.data.tags)
+        assert run.data.tags["privacy.unit"] in PRIVACY_UNITS
+        metrics = run.data.metrics
+        assert set(metrics) <= set(task.result_schema(_phases(metrics)))
+        assert {"compute/wall_s", "compute/cpu_s", "compute/peak_rss_mb"} <= set(metrics)
+        assert any(k.startswith("utility/") for k in metrics)
+        if run.data.tags["privacy.unit"] != "none":
+            assert metrics["privacy/epsilon"] > 0 and run.data.tags["privacy.accountant"] != "none"
+        result = json.loads(Path(store.client.download_artifacts(outcome.run_id, "result.json")).read_text())
+        assert set(result["metrics"]) == set(metrics)
+        assert result["config"] == config.model_dump(mode="json")
+
+
+def _phases(metrics: dict) -> list[str]:
+    return [k.removeprefix("compute/").removesuffix("_s") for k in metrics if k.endswith("_s")]
+
+
+def test_suite_list_imports_no_heavy_library() -> None:
+    code = ("import sys; from suite.cli import main; main(['list']); "
+            "heavy = {'torch', 'opacus', 'flwr', 'transformers', 'ray', 'mlflow', 'timm', 'sklearn'}; "
+            "print('HEAVY', sorted(heavy & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "HEAVY []" in out.stdout, out.stdout
+    for name in TASKS:
+        assert name in out.stdout

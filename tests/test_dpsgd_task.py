@@ -1,0 +1,70 @@
+"""The dpsgd task end to end on a few steps: its epsilon is the accountant's for what it really ran."""
+
+from __future__ import annotations
+
+import pytest
+
+from runners.cell import Cell, execute
+from suite.privacy import dpsgd_epsilon
+from suite.task import get_task
+
+SMALL = {"epochs": 1, "train_subset": 256, "batch_size": 32}
+
+
+@pytest.mark.parametrize("mode", ["hooks", "functorch", "ghost"])
+def test_reported_epsilon_is_recomputed_from_the_run(mode: str) -> None:
+    task = get_task("dpsgd")
+    config = task.resolve("quick", {**SMALL, "grad_sample_mode": mode, "epsilon": 2.0})
+    m = execute(Cell.make(task, "quick", config), threads=1).metrics
+    assert m["privacy/steps"] == 8  # Poisson sampling: 1/q = 256/32 steps per epoch
+    assert m["privacy/sample_rate"] == pytest.approx(32 / 256)
+    expected = dpsgd_epsilon(history=[(m["privacy/noise_multiplier"], m["privacy/sample_rate"],
+                                       int(m["privacy/steps"]))], delta=1e-5, accountant="rdp")
+    assert m["privacy/epsilon"] == pytest.approx(expected, rel=1e-12)
+    assert 1.9 <= m["privacy/epsilon"] <= 2.0  # calibrated to the target, never above it
+    assert 0 <= m["utility/accuracy"] <= 1
+    assert m["compute/train_flops"] > 0 and m["compute/params"] == 6090
+
+
+def test_same_seed_same_result_across_grad_sample_modes() -> None:
+    """hooks, functorch and ghost compute the same clipped gradients: same seed, same model."""
+    task = get_task("dpsgd")
+    acc = {mode: execute(Cell.make(task, "quick", task.resolve("quick", {**SMALL, "grad_sample_mode": mode})),
+                         threads=1).metrics["utility/loss"] for mode in ("hooks", "functorch", "ghost")}
+    assert acc["functorch"] == pytest.approx(acc["hooks"], rel=1e-4)
+    assert acc["ghost"] == pytest.approx(acc["hooks"], rel=1e-4)
+
+
+def test_nonprivate_run_has_no_privacy_metrics() -> None:
+    task = get_task("dpsgd")
+    m = execute(Cell.make(task, "quick", task.resolve("quick", {**SMALL, "method": "nonprivate"})), threads=1).metrics
+    assert not any(k.startswith("privacy/") for k in m)
+    assert task().privacy_unit(task.resolve("quick", {"method": "nonprivate"})) == "none"
+
+
+def test_mnist_loader_reads_local_torchvision_files(tmp_path, monkeypatch) -> None:
+    """The full tier's loader on a tiny MNIST written in torchvision's raw format (no download)."""
+    import numpy as np
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 64), ("t10k", 16)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            np.array([0x803, n, 28, 28], dtype=">i4").tobytes() + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([0x801, n], dtype=">i4").tobytes() + labels.tobytes())
+    monkeypatch.setenv("SUITE_DATA", str(tmp_path))
+    task = get_task("dpsgd")
+    config = task.resolve("full", {"epochs": 1, "batch_size": 16, "device": "cpu", "epsilon": 8.0})
+    m = execute(Cell.make(task, "full", config), threads=1).metrics
+    assert m["privacy/sample_rate"] == pytest.approx(16 / 64)
+    assert m["compute/params"] == sum([16 * 1 * 64 + 16, 32 * 16 * 16 + 32, 512 * 32 + 32, 32 * 10 + 10])
+
+
+def test_missing_full_tier_data_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SUITE_DATA", str(tmp_path / "nowhere"))
+    task = get_task("dpsgd")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        execute(Cell.make(task, "full", task.resolve("full", {"device": "cpu"})), threads=1)

@@ -1,0 +1,185 @@
+"""The local and sweep runners against a real SQLite MLflow store, with the toy task's planned faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from runners.local import run_one
+from runners.sweep import plan, run_sweep
+from suite.task import get_task
+from tests.conftest import statuses, suite_cli, suite_popen
+
+CONTRACT_TAGS = ("suite.task", "suite.method", "suite.tier", "suite.seed", "suite.config_hash", "suite.git_commit",
+                 "suite.version", "privacy.unit", "privacy.accountant")
+
+
+def _toy(**overrides):
+    task = get_task("toy")
+    return task, task.resolve("quick", overrides)
+
+
+def test_finished_run_carries_the_contract(store) -> None:
+    task, config = _toy(seed=2, value=0.4)
+    outcome = run_one(task, "quick", config, tracker=store)
+    assert outcome.status == "FINISHED"
+    run = store.client.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    assert all(tag in run.data.tags for tag in CONTRACT_TAGS)
+    assert run.data.tags["suite.method"] == "ok" and run.data.tags["suite.seed"] == "2"
+    assert run.data.metrics["utility/accuracy"] == pytest.approx(0.42)
+    assert {"compute/wall_s", "compute/cpu_s", "compute/peak_rss_mb", "compute/train_s"} <= set(run.data.metrics)
+    assert run.data.params["value"] == "0.4"
+    files = {f.path for f in store.client.list_artifacts(outcome.run_id)}
+    assert {"config.json", "environment.json", "result.json"} <= files
+    result = json.loads(Path(store.client.download_artifacts(outcome.run_id, "result.json")).read_text())
+    assert result["metrics"]["utility/accuracy"]["direction"] == "higher"
+    assert result["config_hash"] == run.data.tags["suite.config_hash"]
+    env = json.loads(Path(store.client.download_artifacts(outcome.run_id, "environment.json")).read_text())
+    assert env["packages"] and env["cpu_count"] >= 1
+
+
+def test_a_finished_config_is_reused_unless_forced(store) -> None:
+    task, config = _toy()
+    first = run_one(task, "quick", config, tracker=store)
+    again = run_one(task, "quick", config, tracker=store)
+    forced = run_one(task, "quick", config, tracker=store, force=True)
+    assert (first.status, again.status, forced.status) == ("FINISHED", "CACHED", "FINISHED")
+    assert again.run_id == first.run_id and forced.run_id != first.run_id
+
+
+@pytest.mark.parametrize(("method", "reason"), [("crash", "planned crash"), ("nan", "not finite")])
+def test_crash_or_nan_ends_failed_with_the_reason(store, method: str, reason: str) -> None:
+    task, config = _toy(method=method)
+    outcome = run_one(task, "quick", config, tracker=store)
+    run = store.client.get_run(outcome.run_id)
+    assert outcome.status == run.info.status == "FAILED"
+    assert reason in run.data.tags["suite.failure_reason"]
+    assert "utility/accuracy" not in run.data.metrics
+
+
+def test_sigterm_ends_a_run_killed(tmp_path: Path) -> None:
+    proc = suite_popen("run", "toy", "--set", "method=hang", cwd=tmp_path)
+    from suite.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    deadline = time.monotonic() + 60
+    while not tracker.runs("toy", status="RUNNING"):
+        assert time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.2)
+    time.sleep(1.0)  # let it get from opening the run into the task
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    [run] = tracker.runs("toy")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["suite.failure_reason"] == "interrupted by SIGTERM"
+
+
+def test_parallel_sweep_loses_no_metric_and_second_sweep_is_cached(store) -> None:
+    cells = plan([get_task("toy")], "quick", {"sleep_s": 0.2})
+    assert len(cells) == 6
+    outcomes = run_sweep(cells, tracker=store, jobs=2)
+    assert sorted(o.status for o in outcomes) == ["FINISHED"] * 6
+    runs = store.runs("toy")
+    assert len(runs) == 6
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        expected = float(run.data.params["value"]) + int(run.data.params["seed"]) / 100
+        assert run.data.metrics["utility/accuracy"] == pytest.approx(expected)
+        assert run.data.metrics["compute/steps"] == 4
+    again = run_sweep(cells, tracker=store, jobs=2)
+    assert [o.status for o in again] == ["CACHED"] * 6
+    assert len(store.runs("toy")) == 6
+
+
+def test_a_hung_cell_is_killed_and_recorded_and_the_sweep_goes_on(store) -> None:
+    task = get_task("toy")
+    cells = plan([task], "quick", {"method": "hang"}, timeout_s=2)[:1] + plan([task], "quick")[:2]
+    outcomes = {o.cell.hash: o for o in run_sweep(cells, tracker=store, jobs=2)}
+    hung = outcomes[cells[0].hash]
+    assert hung.status == "FAILED" and "timeout" in hung.reason
+    assert [outcomes[c.hash].status for c in cells[1:]] == ["FINISHED", "FINISHED"]
+    run = store.client.get_run(hung.run_id)
+    assert run.info.status == "FAILED" and "timeout" in run.data.tags["suite.failure_reason"]
+
+
+def test_failed_cells_are_retried_by_the_next_sweep(store) -> None:
+    task = get_task("toy")
+    cells = plan([task], "quick", {"method": "crash"})[:2]
+    assert {o.status for o in run_sweep(cells, tracker=store)} == {"FAILED"}
+    assert {o.status for o in run_sweep(cells, tracker=store)} == {"FAILED"}
+    assert all(s == ["FAILED", "FAILED"] for s in statuses(store, "toy").values())
+
+
+def test_sweep_cli_exit_status(tmp_path: Path) -> None:
+    ok = suite_cli("sweep", "toy", "--jobs", "2", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "6 finished" in ok.stdout
+    cached = suite_cli("sweep", "toy", cwd=tmp_path)
+    assert cached.returncode == 0 and "6 cached" in cached.stdout
+    failed = suite_cli("sweep", "toy", "--set", "method=crash", cwd=tmp_path)
+    assert failed.returncode == 1 and "6 failed" in failed.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("run", "toy", "--set", "valu=1"),
+    ("run", "toy", "--set", "method=explode"),
+    ("run", "toy", "--set", "sleep_s=-1"),
+    ("run", "toyy"),
+    ("sweep", "toy", "--tier", "full"),
+    ("sweep", "toy", "--jobs", "0"),
+    ("show", "dpsgd", "--set", "epsilon=0"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, args: tuple[str, ...]) -> None:
+    result = suite_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error:" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_killed_sweep_resumes_to_exactly_one_finished_run_per_cell(tmp_path: Path) -> None:
+    from suite.tracking import Tracker
+
+    args = ("sweep", "toy", "--jobs", "2", "--set", "sleep_s=1.0")
+    proc = suite_popen(*args, cwd=tmp_path)
+    tracker = None
+    deadline = time.monotonic() + 120
+    while True:  # kill it once at least one cell finished and others are running
+        assert time.monotonic() < deadline, "sweep made no progress"
+        if tracker is None and (tmp_path / "mlflow.db").exists():
+            tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        if tracker and tracker.runs("toy", status="FINISHED") and tracker.runs("toy", status="RUNNING"):
+            break
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert tracker.runs("toy", status="RUNNING"), "the killed sweep should leave RUNNING runs behind"
+    finished_before = {r.info.run_id for r in tracker.runs("toy", status="FINISHED")}
+
+    resumed = suite_cli(*args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    by_hash = statuses(tracker, "toy")
+    assert len(by_hash) == 6
+    assert all(s.count("FINISHED") == 1 and "RUNNING" not in s for s in by_hash.values()), by_hash
+    assert finished_before <= {r.info.run_id for r in tracker.runs("toy", status="FINISHED")}
+    killed = tracker.runs("toy", status="KILLED")
+    assert killed and all("stale" in r.data.tags["suite.failure_reason"] for r in killed)
+
+
+def test_two_sweeps_writing_one_store_at_once_lose_nothing(tmp_path: Path) -> None:
+    a = suite_popen("sweep", "toy", "--jobs", "2", "--set", "value=0.1", cwd=tmp_path)
+    b = suite_popen("sweep", "toy", "--jobs", "2", "--set", "value=0.9", cwd=tmp_path)
+    for proc in (a, b):
+        out, _ = proc.communicate(timeout=240)
+        assert proc.returncode == 0, out
+    from suite.tracking import Tracker
+
+    runs = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").runs("toy")
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    assert all("utility/accuracy" in r.data.metrics for r in runs)
