@@ -10,7 +10,7 @@ TIER ?= quick
 TASK ?=
 SITE ?= site
 
-.PHONY: bench test test-slow venv leaderboard clean-results
+.PHONY: bench bench-dpsgd test test-slow venv leaderboard clean-results
 
 venv: $(STAMP)
 
@@ -40,3 +40,7 @@ test-slow: $(STAMP)
 
 clean-results:
 	rm -rf mlflow.db mlartifacts $(SITE)
+
+# Figures for the dpsgd task: make bench time (cold and cached), slowdown per grad-sample mode, overhead.
+bench-dpsgd: $(STAMP)
+	$(BIN)/python -m benchmarks.dpsgd --jobs $(JOBS)
