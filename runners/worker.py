@@ -13,8 +13,14 @@ from multiprocessing.connection import Connection
 
 from runners.cell import Cell, execute
 from runners.outcome import failure_reason
+from suite import environment
 
 _PR_SET_PDEATHSIG = 1
+
+# Imported by the sweep's fork server: what every cell would otherwise look up again
+# (installed packages, the git commit) is computed once and inherited by each worker.
+environment.packages()
+environment.git_commit()
 
 
 def _die_with_parent() -> None:

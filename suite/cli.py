@@ -132,6 +132,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from runners.sweep import describe
 
         display.cell_ended("run", describe(outcome))
+    from runners.references import link_slowdowns
+
+    link_slowdowns(tracker, task.name)
     if outcome.status == "CACHED":
         _stdout().print(f"a FINISHED run of this config exists ({outcome.run_id}); use --force to run it again")
     elif outcome.metrics:
