@@ -68,7 +68,8 @@ def open_run(tracker: Tracker, cell: Cell) -> str:
 def record_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult) -> None:
     task = get_task(cell.task)
     summary = {"task": cell.task, "task_version": task.version, "tier": cell.tier, "config": cell.config,
-               "config_hash": cell.hash, "git_commit": git_commit(), "suite_version": suite.__version__}
+               "config_hash": cell.hash, "git_commit": git_commit(), "suite_version": suite.__version__,
+               "description": task.description, "pareto": [list(pair) for pair in task.pareto]}
     tracker.finish(run_id, result.metrics, schema=task.result_schema(result.phases),
                    environment=result.environment, summary=summary)
 

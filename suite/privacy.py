@@ -7,6 +7,7 @@ noise multiplier, sampling rate and number of steps it really used.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 ACCOUNTANTS = ("rdp", "prv")
@@ -18,22 +19,35 @@ History = Sequence[tuple[float, float, int]]
 def dpsgd_epsilon(*, history: History, delta: float, accountant: str, eps_error: float = 0.01) -> float:
     """Epsilon of DP-SGD (Poisson-subsampled Gaussian mechanism) after ``history`` at ``delta``.
 
+    Entries with zero steps compose to nothing and are dropped (an empty history costs
+    epsilon 0); any entry with zero noise and at least one step has no finite guarantee
+    (epsilon ``inf``, as Opacus' RDP analysis says).
+
     >>> round(dpsgd_epsilon(history=[(1.0, 0.01, 1000)], delta=1e-5, accountant="rdp"), 2)
-    1.39
+    2.1
     """
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
+    if accountant not in ACCOUNTANTS:
+        raise ValueError(f"unknown accountant {accountant!r}; allowed: {', '.join(ACCOUNTANTS)}")
     for sigma, q, steps in history:
-        if sigma < 0 or not 0 < q <= 1 or steps < 0:
+        # Written so that NaN fails every check: a NaN or infinite noise multiplier sends
+        # Opacus' RDP and PRV analyses into loops that never end.
+        if not 0 <= sigma < math.inf or not 0 < q <= 1 or not steps >= 0:
             raise ValueError(f"bad history entry (noise={sigma}, sample_rate={q}, steps={steps})")
+    # Opacus' PRV accountant divides by zero on a zero-step entry and fails on an empty
+    # history, and its RDP conversion turns a zero-step entry into a positive epsilon.
+    history = [(sigma, q, steps) for sigma, q, steps in history if steps > 0]
+    if not history:
+        return 0.0
+    if any(sigma == 0 for sigma, _, _ in history):
+        return math.inf  # no noise: RDP is infinite at every order (the PRV accountant overflows)
     from opacus.accountants import PRVAccountant, RDPAccountant
 
     if accountant == "rdp":
         acc = RDPAccountant()
-        acc.history = [tuple(h) for h in history]
+        acc.history = list(history)
         return float(acc.get_epsilon(delta=delta))
-    if accountant == "prv":
-        acc = PRVAccountant()
-        acc.history = [tuple(h) for h in history]
-        return float(acc.get_epsilon(delta=delta, eps_error=eps_error))
-    raise ValueError(f"unknown accountant {accountant!r}; allowed: {', '.join(ACCOUNTANTS)}")
+    acc = PRVAccountant()
+    acc.history = list(history)
+    return float(acc.get_epsilon(delta=delta, eps_error=eps_error))

@@ -98,7 +98,8 @@ class Task(abc.ABC):
 
     Optional: ``version`` (bump it when results stop being comparable), ``description``,
     ``privacy_unit`` and ``accountant`` (tags), ``reference`` (the run a slowdown is
-    measured against) and ``preload`` (heavy modules a sweep imports once, up front).
+    measured against), ``pareto`` (the metric pairs the leaderboard plots) and ``preload``
+    (heavy modules a sweep imports once, up front).
     """
 
     name: ClassVar[str] = ""
@@ -107,6 +108,8 @@ class Task(abc.ABC):
     Config: ClassVar[type[TaskConfig]]
     metrics: ClassVar[Mapping[str, Metric]]
     preload: ClassVar[tuple[str, ...]] = ()
+    # (x metric, y metric) pairs the leaderboard draws as Pareto plots, e.g. accuracy vs epsilon.
+    pareto: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     @abc.abstractmethod
     def run(self, config: Any, ctx: RunContext) -> dict[str, float]:
@@ -131,6 +134,10 @@ class Task(abc.ABC):
         if not isinstance(getattr(cls, "Config", None), type) or not issubclass(cls.Config, TaskConfig):
             raise TypeError(f"task {cls.__name__} must set Config to a TaskConfig subclass")
         check_schema(cls.metrics)
+        for pair in cls.pareto:
+            missing = [k for k in pair if k not in cls.result_schema() and not _is_phase_time(k)]
+            if missing:
+                raise TypeError(f"task {cls.__name__}: pareto pair {pair} names undeclared metrics {missing}")
 
     @classmethod
     def methods(cls) -> tuple[str, ...]:
@@ -167,6 +174,10 @@ class Task(abc.ABC):
         if unit not in PRIVACY_UNITS:
             raise ValueError(f"{self.name}: privacy unit {unit!r} not in {PRIVACY_UNITS}")
         return {"privacy.unit": unit, "privacy.accountant": self.accountant(config)}
+
+
+def _is_phase_time(key: str) -> bool:
+    return key.startswith("compute/") and key.endswith("_s")
 
 
 def discover() -> Registry[type[Task]]:

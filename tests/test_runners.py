@@ -63,7 +63,8 @@ def test_crash_or_nan_ends_failed_with_the_reason(store, method: str, reason: st
     assert "utility/accuracy" not in run.data.metrics
 
 
-def test_sigterm_ends_a_run_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_ends_a_run_killed(tmp_path: Path, signum: int) -> None:
     proc = suite_popen("run", "toy", "--set", "method=hang", cwd=tmp_path)
     from suite.tracking import Tracker
 
@@ -73,12 +74,12 @@ def test_sigterm_ends_a_run_killed(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, proc.communicate()[0]
         time.sleep(0.2)
     time.sleep(1.0)  # let it get from opening the run into the task
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     [run] = tracker.runs("toy")
     assert run.info.status == "KILLED"
-    assert run.data.tags["suite.failure_reason"] == "interrupted by SIGTERM"
+    assert run.data.tags["suite.failure_reason"] == f"interrupted by {signal.Signals(signum).name}"
 
 
 def test_parallel_sweep_loses_no_metric_and_second_sweep_is_cached(store) -> None:

@@ -60,6 +60,7 @@ class DPSGDTask(Task):
     # Imported once by a sweep's fork server, so that no cell pays for them again.
     preload = ("tasks.dpsgd.train", "torch._dynamo", "torch.utils.flop_counter", "sklearn.datasets",
                "sklearn.model_selection")
+    pareto = (("privacy/epsilon", "utility/accuracy"), ("compute/train_s", "utility/accuracy"))
     metrics = {
         "utility/accuracy": Metric("higher", "fraction", "test accuracy"),
         "utility/loss": Metric("lower", "nats", "test cross-entropy"),
