@@ -10,7 +10,7 @@ TIER ?= quick
 TASK ?=
 SITE ?= site
 
-.PHONY: bench bench-dpsgd test test-slow venv leaderboard clean-results
+.PHONY: bench bench-dpsgd test test-slow venv leaderboard clean-results browser
 
 venv: $(STAMP)
 
@@ -31,8 +31,18 @@ bench: $(STAMP)
 leaderboard: $(STAMP)
 	$(BIN)/suite leaderboard --out $(SITE)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# Headless Chromium for tests/test_site_browser.py, from Debian's packages: Playwright drives
+# /usr/bin/chromium and never downloads a browser. Without root or apt the browser test skips.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium and chromium-driver for the browser test"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+			|| echo "could not install chromium: the browser test will be skipped"; \
+	else echo "no /usr/bin/chromium and not root with apt-get: the browser test will be skipped"; fi
 
 # Heavier checks (statistical tests, longer runs), kept out of `make test`.
 test-slow: $(STAMP)

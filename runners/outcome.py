@@ -62,7 +62,8 @@ def open_run(tracker: Tracker, cell: Cell) -> str:
     reference = task().reference(config)
     if reference is not None:
         tags["suite.reference_hash"] = config_hash(task.name, task.version, reference)
-    return tracker.open_run(task=cell.task, tier=cell.tier, config=config, config_hash=cell.hash, tags=tags)
+    return tracker.open_run(task=cell.task, task_version=task.version, tier=cell.tier, config=config,
+                            config_hash=cell.hash, tags=tags)
 
 
 def record_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult) -> None:

@@ -169,8 +169,10 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.build import build_site
     from suite.tracking import Tracker
 
-    index = build_site(Tracker(), args.out)
-    _stdout().print(f"leaderboard written to {index}")
+    tracker = Tracker()
+    index = build_site(tracker, args.out)
+    _stdout().print(f"leaderboard written to {index} from {tracker.uri}; open {index.resolve().as_uri()}",
+                    soft_wrap=True)
     return EXIT_OK
 
 

@@ -153,7 +153,7 @@ class Tracker:
 
     # -- run life cycle ---------------------------------------------------------------
 
-    def open_run(self, *, task: str, tier: str, config: TaskConfig, config_hash: str,
+    def open_run(self, *, task: str, task_version: str, tier: str, config: TaskConfig, config_hash: str,
                  tags: Mapping[str, str]) -> str:
         """Create a RUNNING run with the contracted tags, the config as params and as JSON."""
         from mlflow.entities import Param, RunTag
@@ -161,6 +161,7 @@ class Tracker:
         values = config.model_dump(mode="json")
         all_tags = {
             "suite.task": task,
+            "suite.task_version": task_version,
             "suite.method": str(values.get("method")),
             "suite.tier": tier,
             "suite.seed": str(values.get("seed")),

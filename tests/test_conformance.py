@@ -14,7 +14,7 @@ from suite.schema import AXES, PRIVACY_UNITS
 from suite.task import discover
 
 TASKS = discover().names()
-CONTRACT_TAGS = ("suite.task", "suite.method", "suite.tier", "suite.seed", "suite.config_hash", "suite.git_commit",
+CONTRACT_TAGS = ("suite.task", "suite.task_version", "suite.method", "suite.tier", "suite.seed", "suite.config_hash", "suite.git_commit",
                  "suite.version", "privacy.unit", "privacy.accountant")
 
 

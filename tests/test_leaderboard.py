@@ -1,28 +1,217 @@
-"""The first leaderboard: finished runs only, aggregated over seeds, from a real store."""
+"""The leaderboard site, built from real MLflow stores and read back as HTML, CSV and JSON.
+
+Numbers on the pages are checked against aggregates computed here, independently, with
+pandas from ``mlflow.search_runs``.
+"""
 
 from __future__ import annotations
 
+import filecmp
+import json
+import re
+from pathlib import Path
+
+import mlflow
 import pandas as pd
 import pytest
 
 from leaderboard.build import build_site
-from runners.sweep import plan, run_sweep
+from runners.local import run_one
+from suite.config import config_hash
 from suite.task import get_task
+from tests.conftest import suite_cli
+from tests.leaderboard_store import PRIV_RUNS, Page, board, ci95, kill_a_run, shared_store
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory):
+    return shared_store(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def site(tracker, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    build_site(tracker, out)
+    return out
+
+
+def _read(path: Path) -> Page:
+    return Page(path.read_text())
+
+
+def _toy_v1_expected(tracker) -> pd.DataFrame:
+    """Mean, CI and seed count per toy value (task version 1), straight from mlflow.search_runs."""
+    mlflow.set_tracking_uri(tracker.uri)
+    runs = mlflow.search_runs(experiment_names=["toy"])
+    toy = get_task("toy")
+    runs = runs[runs["status"] == "FINISHED"].sort_values("start_time", ascending=False)
+    v1 = [config_hash("toy", "1", toy.Config(method=m, seed=int(s), sleep_s=float(sl), value=float(v))) ==
+          h for m, s, sl, v, h in zip(runs["params.method"], runs["params.seed"], runs["params.sleep_s"],
+                                      runs["params.value"], runs["tags.suite.config_hash"])]
+    runs = runs[v1].drop_duplicates("tags.suite.config_hash")  # the newest run of a rerun seed
+    grouped = runs.groupby("params.value")["metrics.utility/accuracy"]
+    out = pd.DataFrame({"mean": grouped.mean(), "n": grouped.size(),
+                        "ci": grouped.apply(lambda v: ci95(list(v)) if len(v) > 1 else float("nan"))})
+    return out.reset_index()
+
+
+def test_toy_table_matches_pandas_aggregates(tracker, site) -> None:
+    names, rows = board(_read(site / "tasks" / "toy.html"))
+    assert names[:3] == ["method", "value", "seeds"]
+    expected = _toy_v1_expected(tracker)
+    assert sorted(r["value"]["data-value"] for r in rows) == sorted(expected["params.value"])
+    for _, want in expected.iterrows():
+        row = next(r for r in rows if r["value"]["data-value"] == want["params.value"])
+        cell = row["utility/accuracy"]
+        assert float(cell["data-value"]) == pytest.approx(want["mean"], rel=1e-12)
+        assert int(row["seeds"]["text"]) == want["n"]
+        if want["n"] > 1:
+            assert f"± {float(f'{want.ci:.2g}'):.4g}" in cell["text"]
+        else:
+            assert "±" not in cell["text"]  # one seed: no interval
+    assert [int(r["seeds"]["text"]) for r in rows] == [3, 1, 3]  # 0.25 (rerun not counted twice), 0.5, 0.75
+    best = [r["value"]["data-value"] for r in rows if "best" in r["utility/accuracy"].get("class", "")]
+    assert best == ["0.75"]
+
+
+def test_csv_and_json_downloads_match(tracker, site) -> None:
+    table = pd.read_csv(site / "data" / "toy.csv")
+    v1 = table[table["task_version"] == 1]
+    assert list(v1["params.value"]) == [0.25, 0.5, 0.75] and list(v1["seeds"]) == [3, 1, 3]
+    assert list(v1["killed"]) == [0, 0, 1]  # the KILLED seed 3 of value 0.75 is counted, never aggregated
+    assert "crash" not in set(table["method"]) and v1["failed"].sum() == 0  # a config with no FINISHED run
+    expected = _toy_v1_expected(tracker).set_index("params.value")
+    for _, row in v1.iterrows():
+        want = expected.loc[repr(row["params.value"])]
+        assert row["utility/accuracy mean"] == pytest.approx(want["mean"], rel=1e-12)
+        assert row["utility/accuracy n"] == want["n"]
+        assert (pd.isna(row["utility/accuracy ci95"]) and want["n"] == 1) or \
+            row["utility/accuracy ci95"] == pytest.approx(want["ci"], rel=1e-9)
+    payload = json.loads((site / "data" / "toy.json").read_text())
+    columns = {c["key"]: c for c in payload["sections"][0]["columns"]}
+    assert columns["utility/accuracy"]["direction"] == "higher" and columns["utility/accuracy"]["unit"] == "fraction"
+    first = payload["sections"][0]["rows"][0]
+    assert first["config"]["value"] == 0.25 and first["metrics"]["utility/accuracy"]["n"] == 3
+
+
+def test_task_versions_are_kept_apart(site) -> None:
+    page = _read(site / "tasks" / "toy.html")
+    text = (site / "tasks" / "toy.html").read_text()
+    assert "quick tier · task version 1" in text and "quick tier · task version 0" in text
+    _, old = board(page, 1)
+    assert [(r["value"]["data-value"], r["seeds"]["text"]) for r in old] == [("0.25", "2")]
+    assert float(old[0]["utility/accuracy"]["data-value"]) == pytest.approx(0.905)
+    newer, older = text.split("quick tier · task version 0</h2>")
+    assert "old version broke" in older and "old version broke" not in newer  # its version found from its hash
+
+
+def test_failed_and_killed_runs_are_listed_apart(tracker, site) -> None:
+    text = (site / "tasks" / "toy.html").read_text()
+    assert "planned crash of the toy task" in text and "interrupted by SIGTERM" in text
+    crashed = [r for r in tracker.runs("toy", status="FAILED") if "planned crash" in r.data.tags["suite.failure_reason"]]
+    config_pages = [p for p in (site / "config").glob("*.html") if crashed[0].info.run_id in p.read_text()]
+    assert len(config_pages) == 1
+    page = config_pages[0].read_text()
+    assert "RuntimeError: planned crash of the toy task" in page and "No FINISHED run" in page
+
+
+def test_config_page_lists_each_seed_with_its_provenance(tracker, site) -> None:
+    page = _config_page_of(site, "toy", "0.25").read_text()
+    finished = [r for r in tracker.runs("toy", status="FINISHED") if r.data.params.get("value") == "0.25"
+                and r.data.tags["suite.git_commit"] != "0123abc"]  # task version 1 only
+    assert len(finished) == 4  # three seeds, and the superseded first run of seed 0
+    for run in finished:
+        assert run.info.run_id in page
+    assert page.count("superseded by a newer run") == 1
+    assert finished[0].data.tags["suite.git_commit"] in page and "0.1.0" in page  # git commit, suite version
+    assert "<th>value</th><td><code>0.25</code></td>" in page
+
+
+def _config_page_of(site: Path, task: str, value: str) -> Path:
+    """The config page the toy table links from the row of ``value``."""
+    text = (site / "tasks" / f"{task}.html").read_text()
+    rows = re.findall(r'<tr data-config="([0-9a-f]+)">(.*?)</tr>', text, flags=re.S)
+    config_id = next(cid for cid, body in rows if f'<td data-value="{value}">' in body)
+    return site / "config" / f"{config_id}.html"
+
+
+def test_privacy_units_are_never_mixed(site) -> None:
+    names, rows = board(_read(site / "tasks" / "privtoy.html"))
+    assert "privacy/epsilon [example]" in names and "privacy/epsilon [label]" in names
+    assert "privacy/epsilon" not in names
+    by_method = {r["method"]["data-value"]: r for r in rows}
+    assert by_method["dpsgd"]["privacy/epsilon [label]"]["data-value"] == ""
+    assert by_method["rr"]["privacy/epsilon [example]"]["data-value"] == ""
+    assert by_method["nonprivate"]["privacy/epsilon [example]"]["data-value"] == ""
+    assert by_method["nonprivate"]["privacy/epsilon [label]"]["data-value"] == ""
+    assert float(by_method["rr"]["utility/accuracy"]["data-value"]) == pytest.approx(sum(PRIV_RUNS["rr"][2]) / 2)
+    plots = sorted(p.name for p in (site / "plots").glob("privtoy-*.svg"))
+    assert plots == ["privtoy-quick-v1-accuracy-vs-epsilon-example.svg", "privtoy-quick-v1-accuracy-vs-epsilon-label.svg"]
+    example_plot = (site / "plots" / plots[0]).read_text()
+    assert "rr" not in re.findall(r"<!-- (.*?) -->", example_plot)  # matplotlib comments each legend text
+    index = (site / "index.html").read_text()
+    assert "ε = 1.0 [example]" in index and "ε = 1.0 [label]" in index and "non-private" in index
+
+
+def test_dpsgd_has_its_pareto_plots_and_headline(site) -> None:
+    text = (site / "tasks" / "dpsgd.html").read_text()
+    svgs = re.findall(r'src="\.\./plots/([^"]+\.svg)"', text)
+    assert "dpsgd-quick-v1-accuracy-vs-epsilon-example.svg" in svgs
+    assert "dpsgd-quick-v1-accuracy-vs-train-s.svg" in svgs
+    svg = (site / "plots" / svgs[0]).read_text()
+    assert "<dc:date>" not in svg and "Pareto front" in re.sub(r"\s+", " ", " ".join(re.findall(r"<!-- (.*?) -->", svg)))
+    _, rows = board(_read(site / "tasks" / "dpsgd.html"))
+    assert {r["method"]["data-value"] for r in rows} == {"dpsgd", "nonprivate"} and len(rows) == 3
+
+
+def test_every_link_resolves_and_nothing_is_fetched_from_outside(site) -> None:
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) > 10
+    for page in pages:
+        for link in Page(page.read_text()).links:
+            assert not re.match(r"^[a-z]+:", link) and not link.startswith("//"), f"{page.name}: external {link}"
+            target = link.split("#", 1)[0]
+            if target:
+                assert (page.parent / target).resolve().is_file(), f"{page.relative_to(site)} links {link}"
+
+
+def test_rebuilding_gives_byte_identical_files(tracker, site, tmp_path) -> None:
+    build_site(tracker, tmp_path)
+    ours = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    theirs = sorted(p.relative_to(site) for p in site.rglob("*") if p.is_file())
+    assert ours == theirs
+    _, mismatch, errors = filecmp.cmpfiles(site, tmp_path, [str(p) for p in ours], shallow=False)
+    assert mismatch == [] and errors == []
 
 
 def test_empty_store_gives_a_page(store, tmp_path) -> None:
     index = build_site(store, tmp_path / "site")
     assert "No finished runs yet" in index.read_text()
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == [".leaderboard-files", "index.html", "style.css"]
 
 
-def test_table_aggregates_seeds_and_leaves_failed_runs_out(store, tmp_path) -> None:
+def test_store_with_only_failed_runs_gives_clear_pages(store, tmp_path) -> None:
     toy = get_task("toy")
-    run_sweep(plan([toy], "quick"), tracker=store, jobs=2)
-    run_sweep(plan([toy], "quick", {"method": "crash"})[:1], tracker=store)
-    index = build_site(store, tmp_path / "site")
-    table = pd.read_csv(tmp_path / "site" / "toy.csv")
-    assert len(table) == 2  # value 0.25 and 0.75, three seeds each; the crashed run is not there
-    assert list(table["seeds"]) == [3, 3]
-    low = table[table["params.value"] == 0.25].iloc[0]
-    assert low["utility/accuracy mean"] == pytest.approx(0.25 + (0 + 1 + 2) / 300)
-    assert "toy.csv" in index.read_text()
+    run_one(toy, "quick", toy.resolve("quick", {"method": "crash"}), tracker=store)
+    kill_a_run(store, toy.resolve("quick", {"seed": 1}))
+    index = build_site(store, tmp_path / "site").read_text()
+    assert "1 failed" in index and "1 killed" in index and "No finished run in this tier and version yet" in index
+    task = (tmp_path / "site" / "tasks" / "toy.html").read_text()
+    assert "every run of it failed or was killed" in task and "planned crash of the toy task" in task
+    assert len(list((tmp_path / "site" / "config").glob("*.html"))) == 2
+    assert pd.read_csv(tmp_path / "site" / "data" / "toy.csv").empty
+
+
+def test_stale_pages_go_and_other_files_stay(tracker, store, tmp_path) -> None:
+    build_site(tracker, tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    build_site(store, tmp_path)  # an empty store now: the task pages of the first build are stale
+    assert not (tmp_path / "tasks").exists() and not (tmp_path / "config").exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_cli_builds_the_site(tracker, tmp_path) -> None:
+    store_dir = Path(tracker.uri.removeprefix("sqlite:///")).parent
+    done = suite_cli("leaderboard", "--out", str(tmp_path / "out"), cwd=store_dir)
+    assert done.returncode == 0, done.stderr
+    assert "leaderboard written to" in done.stdout and (tmp_path / "out" / "tasks" / "dpsgd.html").is_file()

@@ -15,7 +15,7 @@ from runners.sweep import plan, run_sweep
 from suite.task import get_task
 from tests.conftest import statuses, suite_cli, suite_popen
 
-CONTRACT_TAGS = ("suite.task", "suite.method", "suite.tier", "suite.seed", "suite.config_hash", "suite.git_commit",
+CONTRACT_TAGS = ("suite.task", "suite.task_version", "suite.method", "suite.tier", "suite.seed", "suite.config_hash", "suite.git_commit",
                  "suite.version", "privacy.unit", "privacy.accountant")
 
 
