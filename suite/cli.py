@@ -79,7 +79,6 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from suite.progress import console
     from suite.task import discover
 
     registry = discover()
@@ -95,7 +94,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     import yaml
     from rich.table import Table
 
-    from suite.config import describe_fields, parse_overrides
+    from suite.config import describe_fields, expand_grid, parse_overrides
     from suite.task import get_task
 
     task = get_task(args.task)
@@ -108,8 +107,6 @@ def _cmd_show(args: argparse.Namespace) -> int:
         table.add_row(row["key"], row["type"], repr(row["default"]), row["allowed"], row["doc"])
     out.print(table)
     spec = task.tier(args.tier)
-    from suite.config import expand_grid
-
     out.print(f"{args.tier} grid: {len(expand_grid(spec.grid))} cells (before de-duplication), "
               f"timeout {spec.timeout_s:g} s per cell")
     return EXIT_OK
