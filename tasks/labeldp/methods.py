@@ -1,0 +1,166 @@
+"""The five methods of the labeldp task: each returns the released model and its privacy metrics.
+
+Each private label is touched by exactly one epsilon-label-DP mechanism (RR, RR-with-prior or
+ALIBI), so the run's label-level epsilon is that epsilon (parallel composition over labels;
+the rr_prior stages are adaptive, which parallel composition allows). PATE-FM's epsilon is
+accounted query by query in ``tasks.labeldp.pate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from suite.task import RunContext
+from tasks.labeldp import mechanisms as mech
+from tasks.labeldp import pate
+from tasks.labeldp.task import LabelDPConfig
+from tasks.labeldp.train import Split, fit, one_hot, predict_proba, rng_for
+
+Result = tuple[nn.Module, dict[str, float]]
+
+
+def _label_accuracy(targets: np.ndarray, labels: np.ndarray) -> float:
+    """Mean probability the training targets put on the true label (argmax would break ALIBI's ties)."""
+    return float(targets[np.arange(len(labels)), labels].mean())
+
+
+def nonprivate(config: LabelDPConfig, split: Split, ctx: RunContext) -> Result:
+    targets = one_hot(split.private_y, split.n_classes)
+    return fit(config, split.private_x, targets, epochs=config.epochs, ctx=ctx), {}
+
+
+def rr(config: LabelDPConfig, split: Split, ctx: RunContext) -> Result:
+    noisy = mech.randomized_response(split.private_y, epsilon=config.epsilon, k=split.n_classes,
+                                     rng=rng_for(config, "rr"))
+    keep, _ = mech.rr_probabilities(epsilon=config.epsilon, k=split.n_classes)
+    targets = one_hot(noisy, split.n_classes)
+    model = fit(config, split.private_x, targets, epochs=config.epochs, ctx=ctx)
+    return model, {"privacy/epsilon": config.epsilon, "privacy/rr_flip_probability": 1.0 - keep,
+                   "utility/training_label_accuracy": _label_accuracy(targets, split.private_y)}
+
+
+def rr_prior(config: LabelDPConfig, split: Split, ctx: RunContext) -> Result:
+    """Ghazi et al.'s multi-stage training: stage s's labels are noised with RR-with-prior, the
+    prior being the prediction of a model trained on the noisy labels of stages < s only (a
+    uniform prior for stage 0, where RR-with-prior is plain RR). The label being noised never
+    reaches its own prior."""
+    rng = rng_for(config, "rr_prior")
+    order = rng.permutation(len(split.private_y))
+    chunks = np.array_split(order, config.stages)
+    noisy = np.full(len(split.private_y), -1)
+    ks: list[np.ndarray] = []
+    for s, chunk in enumerate(chunks):
+        seen = np.concatenate(chunks[:s]) if s else np.zeros(0, dtype=int)
+        if s == 0:
+            priors = np.full((len(chunk), split.n_classes), 1.0 / split.n_classes)
+        else:
+            stage_model = fit(config, split.private_x[seen], one_hot(noisy[seen], split.n_classes),
+                              epochs=config.epochs, seed_offset=s, ctx=ctx, desc=f"stage {s}")
+            priors = predict_proba(stage_model, split.private_x[chunk])
+        noisy[chunk], k = mech.rr_with_prior(split.private_y[chunk], priors, epsilon=config.epsilon, rng=rng)
+        ks.append(k)
+    targets = one_hot(noisy, split.n_classes)
+    model = fit(config, split.private_x, targets, epochs=config.epochs, ctx=ctx)
+    return model, {"privacy/epsilon": config.epsilon, "privacy/rr_prior_mean_k": float(np.concatenate(ks).mean()),
+                   "utility/training_label_accuracy": _label_accuracy(targets, split.private_y)}
+
+
+def alibi(config: LabelDPConfig, split: Split, ctx: RunContext) -> Result:
+    """Laplace noise once on each one-hot label, then the Bayesian posterior under a uniform prior
+    as the soft training label (the noisy vector itself is never used again)."""
+    scale = mech.alibi_scale(epsilon=config.epsilon)
+    noisy = mech.alibi_noise(one_hot(split.private_y, split.n_classes), scale=scale, rng=rng_for(config, "alibi"))
+    targets = mech.alibi_posterior(noisy, np.full(split.n_classes, 1.0 / split.n_classes), scale=scale)
+    model = fit(config, split.private_x, targets.astype(np.float32), epochs=config.epochs, ctx=ctx)
+    return model, {"privacy/epsilon": mech.alibi_epsilon(scale=scale), "privacy/laplace_scale": scale,
+                   "utility/training_label_accuracy": _label_accuracy(targets, split.private_y)}
+
+
+def pate_fm(config: LabelDPConfig, split: Split, ctx: RunContext) -> Result:
+    """Teachers on disjoint partitions, confident-GNMax answers on public examples until the
+    budget is spent, and a student trained on public data only.
+
+    The student is semi-supervised by confidence-thresholded pseudo-labelling (Lee 2013) on the
+    unlabeled pool rather than FixMatch: FixMatch's gain comes from consistency between weak and
+    strong (RandAugment, Cutout) views over ~10^6 steps, which 8x8 digits on two CPU cores in
+    seconds can neither augment meaningfully nor afford; its confidence-thresholded
+    pseudo-label is what remains, and it still turns the unlabeled pool into training signal.
+    """
+    votes, teacher_acc = _teacher_votes(config, split, ctx)
+    answers, metrics = _answer_queries(config, votes)
+    asked = np.array([q for q, _ in answers], dtype=int)
+    labels = np.array([a for _, a in answers], dtype=int)
+    model = _student(config, split, asked, labels, ctx)
+    metrics["utility/teacher_accuracy"] = teacher_acc
+    if len(labels):
+        metrics["utility/answer_accuracy"] = float((labels == split.public_y[asked]).mean())
+    return model, metrics
+
+
+def _teacher_votes(config: LabelDPConfig, split: Split, ctx: RunContext) -> tuple[np.ndarray, float]:
+    parts = np.array_split(rng_for(config, "partition").permutation(len(split.private_y)), config.n_teachers)
+    votes = np.zeros((len(split.public_x), split.n_classes))
+    accuracy = []
+    teacher_config = config.model_copy(update={"batch_size": config.teacher_batch_size})
+    for t, part in enumerate(parts):
+        teacher = fit(teacher_config, split.private_x[part], one_hot(split.private_y[part], split.n_classes),
+                      epochs=config.teacher_epochs, seed_offset=1000 + t)
+        votes[np.arange(len(votes)), predict_proba(teacher, split.public_x).argmax(1)] += 1
+        test_pred = predict_proba(teacher, split.test_x).argmax(1)
+        accuracy.append(float((test_pred == split.test_y.cpu().numpy()).mean()))
+        ctx.progress("teachers", t + 1, config.n_teachers)
+    return votes, float(np.mean(accuracy))
+
+
+def _answer_queries(config: LabelDPConfig, votes: np.ndarray) -> tuple[list[tuple[int, int]], dict[str, float]]:
+    """Ask public examples in a random order; before each, charge its worst case (threshold test
+    plus GNMax) and stop when that would exceed the target epsilon."""
+    rng = rng_for(config, "gnmax")
+    spent = np.zeros_like(pate.ORDERS)
+    asked = 0
+    answers: list[tuple[int, int]] = []
+    for q in rng.permutation(len(votes))[: config.max_queries]:
+        cost_threshold = pate.threshold_rdp(votes[q], sigma=config.sigma_threshold, threshold=config.threshold)
+        cost_gnmax = pate.gnmax_rdp(votes[q], sigma=config.sigma_gnmax)
+        if pate.rdp_to_epsilon(spent + cost_threshold + cost_gnmax, delta=config.delta) > config.epsilon:
+            break
+        asked += 1
+        answer = pate.confident_gnmax(votes[q], sigma_threshold=config.sigma_threshold,
+                                      sigma_gnmax=config.sigma_gnmax, threshold=config.threshold, rng=rng)
+        spent = spent + cost_threshold + (cost_gnmax if answer is not None else 0.0)
+        if answer is not None:
+            answers.append((int(q), answer))
+    independent = asked * (pate.threshold_rdp_data_independent(sigma=config.sigma_threshold)
+                           + pate.gnmax_rdp_data_independent(sigma=config.sigma_gnmax))
+    eps_independent = pate.rdp_to_epsilon(independent, delta=config.delta) if asked else 0.0
+    eps = min(pate.rdp_to_epsilon(spent, delta=config.delta), eps_independent) if asked else 0.0
+    return answers, {
+        "privacy/epsilon": eps, "privacy/epsilon_data_independent": eps_independent, "privacy/delta": config.delta,
+        "privacy/sigma_threshold": config.sigma_threshold, "privacy/sigma_gnmax": config.sigma_gnmax,
+        "privacy/threshold": config.threshold, "privacy/queries_asked": float(asked),
+        "privacy/queries_answered": float(len(answers)),
+    }
+
+
+def _student(config: LabelDPConfig, split: Split, asked: np.ndarray, labels: np.ndarray,
+             ctx: RunContext) -> nn.Module:
+    x_labeled = split.public_x[torch.as_tensor(asked, dtype=torch.long, device=split.public_x.device)]
+    targets = one_hot(labels, split.n_classes).reshape(-1, split.n_classes)
+    model = fit(config, x_labeled, targets, epochs=config.epochs, ctx=ctx, desc="student")
+    pool = np.setdiff1d(np.arange(len(split.public_x)), asked)
+    for r in range(config.pseudo_label_rounds if len(labels) else 0):
+        probs = predict_proba(model, split.public_x[torch.as_tensor(pool, device=split.public_x.device)])
+        sure = probs.max(1) >= config.pseudo_label_threshold
+        x = torch.cat([x_labeled, split.public_x[torch.as_tensor(pool[sure], device=split.public_x.device)]])
+        t = np.concatenate([targets, one_hot(probs[sure].argmax(1), split.n_classes)])
+        model = fit(config, x, t, epochs=config.epochs, seed_offset=r + 1, ctx=ctx, desc=f"pseudo-label {r + 1}")
+    return model
+
+
+METHODS: dict[str, Callable[[LabelDPConfig, Split, RunContext], Result]] = {
+    "nonprivate": nonprivate, "rr": rr, "rr_prior": rr_prior, "alibi": alibi, "pate_fm": pate_fm,
+}

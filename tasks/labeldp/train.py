@@ -1,0 +1,208 @@
+"""Data, training on hard or soft labels, evaluation and the canary audit of the labeldp task.
+
+Loaded by ``LabelDPTask.run`` (imports torch). The methods themselves are in
+``tasks.labeldp.methods``; the mechanisms they call are pure functions in
+``tasks.labeldp.mechanisms`` and ``tasks.labeldp.pate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from suite import data
+from suite.task import RunContext
+from tasks.labeldp.mechanisms import canary_epsilon_lower_bound
+from tasks.labeldp.models import MODELS
+from tasks.labeldp.task import LabelDPConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Public unlabeled features, private labeled examples, and a test set (tensors on the device)."""
+
+    public_x: torch.Tensor
+    public_y: np.ndarray  # never trained on: only to report how often PATE's answers are right
+    private_x: torch.Tensor
+    private_y: np.ndarray  # the labels as planted (canaries included): what the mechanisms see
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class Canaries:
+    """Indices into the private set; ``planted`` carry ``label`` in training, ``control`` keep their true one."""
+
+    planted: np.ndarray
+    control: np.ndarray
+    planted_label: np.ndarray  # for planted then control, in that order
+
+
+def rng_for(config: LabelDPConfig, stream: str) -> np.random.Generator:
+    """An independent generator per purpose (canaries, mechanism, partition, ...) from the run's seed."""
+    return np.random.default_rng([config.seed, *stream.encode()])
+
+
+def device_of(config: LabelDPConfig) -> torch.device:
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def train_and_evaluate(config: LabelDPConfig, ctx: RunContext) -> dict[str, float]:
+    from tasks.labeldp.methods import METHODS
+
+    with ctx.phase("setup"):
+        split, canaries = load_split(config)
+    with ctx.phase("train"):
+        model, metrics = METHODS[config.method](config, split, ctx)
+    with ctx.phase("eval"):
+        metrics.update(evaluate(model, split.test_x, split.test_y))
+        metrics.update(audit(config, model, split, canaries, claimed=metrics.get("privacy/epsilon")))
+    metrics["compute/params"] = float(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    return metrics
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_split(config: LabelDPConfig) -> tuple[Split, Canaries]:
+    """Carve the training split into public (unlabeled) and private parts, fixed by ``split_seed``,
+    then plant the canaries among the private labels (chosen by ``seed``)."""
+    from sklearn.model_selection import train_test_split
+
+    x_train, y_train, x_test, y_test, n_classes = _arrays(config)
+    if config.train_subset is not None:
+        x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
+    private_idx, public_idx = train_test_split(np.arange(len(y_train)), test_size=config.public_fraction,
+                                               random_state=config.split_seed, stratify=y_train)
+    private_y = y_train[private_idx].copy()
+    canaries = plant_canaries(private_y, n=config.n_canaries, n_classes=n_classes, rng=rng_for(config, "canaries"))
+    device = device_of(config)
+    split = Split(public_x=torch.as_tensor(x_train[public_idx]).to(device), public_y=y_train[public_idx],
+                  private_x=torch.as_tensor(x_train[private_idx]).to(device), private_y=private_y,
+                  test_x=torch.as_tensor(x_test).to(device), test_y=torch.as_tensor(y_test).to(device),
+                  n_classes=n_classes)
+    return split, canaries
+
+
+def _arrays(config: LabelDPConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    if config.dataset == "digits":
+        s = data.digits(split_seed=config.split_seed)
+        return s.x_train, s.y_train, s.x_test, s.y_test, s.n_classes
+    train, test, n_classes = data.torchvision_split(config.dataset, data.data_root(config.data_dir),
+                                                    download=config.download)
+
+    def stack(ds: Any) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = zip(*(batch for batch in torch.utils.data.DataLoader(ds, batch_size=1000)))
+        return torch.cat(xs).numpy(), torch.cat(ys).numpy().astype(np.int64)
+
+    return (*stack(train), *stack(test), n_classes)
+
+
+def plant_canaries(labels: np.ndarray, *, n: int, n_classes: int, rng: np.random.Generator) -> Canaries:
+    """Pick 2n private examples and a wrong label for each; the first n get it in ``labels`` (in place)."""
+    chosen = rng.choice(len(labels), size=min(2 * n, len(labels)), replace=False)
+    wrong = (labels[chosen] + rng.integers(1, n_classes, size=len(chosen))) % n_classes
+    half = len(chosen) // 2
+    labels[chosen[:half]] = wrong[:half]
+    return Canaries(planted=chosen[:half], control=chosen[half:2 * half], planted_label=wrong[: 2 * half])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.eye(n_classes, dtype=np.float32)[np.asarray(labels)]
+
+
+def fit(config: LabelDPConfig, x: torch.Tensor, targets: np.ndarray, *, epochs: int, seed_offset: int = 0,
+        ctx: RunContext | None = None, desc: str = "train") -> nn.Module:
+    """A fresh model trained with cross-entropy against ``targets`` (rows of class probabilities)."""
+    torch.manual_seed(config.seed * 100_003 + seed_offset)
+    model = MODELS[config.model](targets.shape[1]).to(x.device)
+    if len(x) == 0:
+        return model.eval()  # nothing to learn from: the untrained model is the honest result
+    t = torch.as_tensor(targets, dtype=torch.float32, device=x.device)
+    steps_per_epoch = math.ceil(len(x) / config.batch_size)
+    optimizer, schedule = _optimizer(config, model, epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + seed_offset)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=generator).to(x.device)
+        for start in range(0, len(x), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            xb = _augment(x[idx], generator) if config.augment else x[idx]
+            loss = -(t[idx] * torch.log_softmax(model(xb), dim=1)).sum(1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch} ({desc})")
+        if ctx is not None:
+            ctx.progress(desc, epoch + 1, epochs)
+    return model.eval()
+
+
+def _optimizer(config: LabelDPConfig, model: nn.Module, total_steps: int) -> tuple[Any, Any]:
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
+                          weight_decay=config.weight_decay)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, total_steps))
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and a random crop after 4-pixel reflection padding (one shift per batch)."""
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    dx, dy = (int(v) for v in torch.randint(0, 9, (2,), generator=generator))
+    padded = nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
+    return padded[:, :, dy:dy + x.shape[2], dx:dx + x.shape[3]]
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    model.eval()
+    out = [torch.softmax(model(x[i:i + batch_size]), dim=1) for i in range(0, len(x), batch_size)]
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    probs = torch.as_tensor(predict_proba(model, x), device=y.device)
+    loss = nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), y).item()
+    return {"utility/accuracy": (probs.argmax(1) == y).double().mean().item(), "utility/loss": loss}
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def audit(config: LabelDPConfig, model: nn.Module, split: Split, canaries: Canaries,
+          claimed: float | None) -> dict[str, float]:
+    """How often the released model predicts each canary's planted label, and the epsilon that implies."""
+    if len(canaries.planted) == 0:
+        return {}
+    both = np.concatenate([canaries.planted, canaries.control])
+    hits = predict_proba(model, split.private_x[torch.as_tensor(both, device=split.private_x.device)]).argmax(1)
+    hits = hits == canaries.planted_label
+    n = len(canaries.planted)
+    planted_hits, control_hits = int(hits[:n].sum()), int(hits[n:].sum())
+    bound = canary_epsilon_lower_bound(planted_hits=planted_hits, planted_trials=n, control_hits=control_hits,
+                                       control_trials=n, delta=config.delta or 0.0)
+    if claimed is not None and bound > claimed:
+        log.warning("labeldp %s seed %d: canary audit lower bound %.3f exceeds the claimed epsilon %.3f",
+                    config.method, config.seed, bound, claimed)
+    return {"privacy/audit_epsilon_lb": bound, "privacy/canary_planted_rate": planted_hits / n,
+            "privacy/canary_control_rate": control_hits / n}
