@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # researcher uses for tasks kept outside the repo. Set before any sweep starts its fork
 # server, which inherits the environment.
 os.environ["SUITE_TASK_MODULES"] = "tests.toy.task"
+# Caches written by tests (labeldp's PATE teacher votes) go to a throwaway directory, not ~/.cache.
+os.environ["SUITE_CACHE"] = tempfile.mkdtemp(prefix="suite-test-cache-")
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 

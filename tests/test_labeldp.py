@@ -212,7 +212,9 @@ def test_canary_bound_is_sound_and_nearly_tight_on_randomized_response(eps: floa
 
 
 def test_module_doctests() -> None:
-    assert doctest.testmod(mech).failed == 0
+    from tasks.labeldp import cache
+
+    assert doctest.testmod(mech).failed == 0 and doctest.testmod(cache).failed == 0
 
 
 # --------------------------------------------------------------------------- the task
@@ -260,3 +262,53 @@ def test_each_method_runs_end_to_end(method: str) -> None:
         assert m["privacy/laplace_scale"] == pytest.approx(0.25)
     if method == "rr_prior":
         assert 1 <= m["privacy/rr_prior_mean_k"] <= 10
+
+
+# --------------------------------------------------------------------------- teacher-vote cache
+
+
+def test_cache_hits_misses_on_a_different_key_and_recomputes_a_corrupt_file(tmp_path) -> None:
+    from tasks.labeldp.cache import cached_arrays
+
+    calls = []
+
+    def compute(value: float, rows: int = 3):
+        def run():
+            calls.append(value)
+            return {"votes": np.full((rows, 2), value), "acc": np.asarray(value)}
+        return run
+
+    shapes = {"votes": (3, 2), "acc": ()}
+    labels = np.array([0, 1, 1])
+    first = cached_arrays({"labels": labels}, compute(1.0), shapes=shapes, root=tmp_path)
+    hit = cached_arrays({"labels": labels.copy()}, compute(2.0), shapes=shapes, root=tmp_path)
+    assert (first.hit, hit.hit) == (False, True) and calls == [1.0]
+    np.testing.assert_array_equal(hit.arrays["votes"], first.arrays["votes"])
+    # One label changed (as a different canary would) is a different key.
+    other = cached_arrays({"labels": np.array([0, 1, 2])}, compute(3.0), shapes=shapes, root=tmp_path)
+    assert not other.hit and other.path != first.path and calls == [1.0, 3.0]
+    # A truncated file, and one holding the wrong shape, are recomputed and replaced.
+    first.path.write_bytes(first.path.read_bytes()[:40])
+    again = cached_arrays({"labels": labels}, compute(4.0), shapes=shapes, root=tmp_path)
+    assert not again.hit and calls[-1] == 4.0
+    wrong = cached_arrays({"labels": labels}, compute(5.0, rows=4), shapes={"votes": (4, 2), "acc": ()}, root=tmp_path)
+    assert not wrong.hit and wrong.arrays["votes"].shape == (4, 2)
+    assert cached_arrays({"labels": labels}, compute(6.0, rows=4), shapes={"votes": (4, 2), "acc": ()}, root=tmp_path).hit
+
+
+def test_pate_run_is_identical_whether_its_teacher_votes_are_cached(tmp_path, monkeypatch) -> None:
+    """The second cell reads the votes the first one trained; only compute/* may differ. A
+    different seed plants other canaries and partitions otherwise: it must train its own."""
+    monkeypatch.setenv("SUITE_CACHE", str(tmp_path))
+    task = get_task("labeldp")
+
+    def run(**over):
+        config = task.resolve("quick", {**TINY, "method": "pate_fm", **over})
+        return execute(Cell.make(task, "quick", config), threads=1).metrics
+
+    fresh, cached, other_eps, other_seed = run(), run(), run(epsilon=4.0), run(seed=1)
+    assert fresh["compute/teachers_cached"] == 0 and cached["compute/teachers_cached"] == 1
+    assert other_eps["compute/teachers_cached"] == 1 and other_seed["compute/teachers_cached"] == 0
+    same = {k: v for k, v in fresh.items() if not k.startswith("compute/")}
+    assert same == {k: v for k, v in cached.items() if not k.startswith("compute/")}
+    assert other_eps["utility/teacher_accuracy"] == fresh["utility/teacher_accuracy"]

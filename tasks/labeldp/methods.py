@@ -8,6 +8,7 @@ accounted query by query in ``tasks.labeldp.pate``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -16,7 +17,9 @@ from torch import nn
 
 from suite.task import RunContext
 from tasks.labeldp import mechanisms as mech
-from tasks.labeldp import pate
+from tasks.labeldp import pate, train
+from tasks.labeldp.cache import cached_arrays
+from tasks.labeldp.models import MODELS
 from tasks.labeldp.task import LabelDPConfig
 from tasks.labeldp.train import Split, fit, one_hot, predict_proba, rng_for
 
@@ -90,18 +93,47 @@ def pate_fm(config: LabelDPConfig, split: Split, ctx: RunContext) -> Result:
     seconds can neither augment meaningfully nor afford; its confidence-thresholded
     pseudo-label is what remains, and it still turns the unlabeled pool into training signal.
     """
-    votes, teacher_acc = _teacher_votes(config, split, ctx)
+    votes, teacher_acc, cached = _teacher_votes(config, split, ctx)
     answers, metrics = _answer_queries(config, votes)
     asked = np.array([q for q, _ in answers], dtype=int)
     labels = np.array([a for _, a in answers], dtype=int)
     model = _student(config, split, asked, labels, ctx)
     metrics["utility/teacher_accuracy"] = teacher_acc
+    metrics["compute/teachers_cached"] = float(cached)
     if len(labels):
         metrics["utility/answer_accuracy"] = float((labels == split.public_y[asked]).mean())
     return model, metrics
 
 
-def _teacher_votes(config: LabelDPConfig, split: Split, ctx: RunContext) -> tuple[np.ndarray, float]:
+# What the teachers read from the config; everything else (epsilon, the noise, the student) cannot change a vote.
+_TEACHER_KEYS = ("seed", "model", "n_teachers", "teacher_epochs", "teacher_batch_size", "lr", "optimizer",
+                 "weight_decay", "augment")
+
+
+def _teacher_votes(config: LabelDPConfig, split: Split, ctx: RunContext) -> tuple[np.ndarray, float, bool]:
+    """(votes per public example and class, mean teacher test accuracy, whether read from the cache).
+
+    The votes depend on the private labels, the partition and the teachers' training only, so
+    the cells of an epsilon sweep share them through ``tasks.labeldp.cache``; the key holds the
+    data and labels themselves (canaries planted), the teacher settings, and the source of the
+    code that trains them.
+    """
+    parts = {
+        "what": "pate teacher votes v1", "torch": torch.__version__, "numpy": np.__version__,
+        "device": split.private_x.device.type,
+        "config": {k: getattr(config, k) for k in _TEACHER_KEYS},
+        "code": [inspect.getsource(f) for f in (_train_teachers, train.fit, train._optimizer, train._augment,
+                                                train.predict_proba, train.rng_for, MODELS[config.model])],
+        "private_x": split.private_x.cpu().numpy(), "private_y": split.private_y,
+        "public_x": split.public_x.cpu().numpy(), "test_x": split.test_x.cpu().numpy(),
+        "test_y": split.test_y.cpu().numpy(),
+    }
+    shapes = {"votes": (len(split.public_x), split.n_classes), "teacher_accuracy": ()}
+    got = cached_arrays(parts, lambda: _train_teachers(config, split, ctx), shapes=shapes)
+    return got.arrays["votes"], float(got.arrays["teacher_accuracy"]), got.hit
+
+
+def _train_teachers(config: LabelDPConfig, split: Split, ctx: RunContext) -> dict[str, np.ndarray]:
     parts = np.array_split(rng_for(config, "partition").permutation(len(split.private_y)), config.n_teachers)
     votes = np.zeros((len(split.public_x), split.n_classes))
     accuracy = []
@@ -113,7 +145,7 @@ def _teacher_votes(config: LabelDPConfig, split: Split, ctx: RunContext) -> tupl
         test_pred = predict_proba(teacher, split.test_x).argmax(1)
         accuracy.append(float((test_pred == split.test_y.cpu().numpy()).mean()))
         ctx.progress("teachers", t + 1, config.n_teachers)
-    return votes, float(np.mean(accuracy))
+    return {"votes": votes, "teacher_accuracy": np.asarray(np.mean(accuracy))}
 
 
 def _answer_queries(config: LabelDPConfig, votes: np.ndarray) -> tuple[list[tuple[int, int]], dict[str, float]]:

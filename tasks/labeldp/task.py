@@ -102,6 +102,9 @@ class LabelDPTask(Task):
         "utility/teacher_accuracy": Metric("higher", "fraction", "pate_fm: mean test accuracy of one teacher"),
         "utility/answer_accuracy": Metric("higher", "fraction", "pate_fm: answered queries whose label is right"),
         "compute/params": Metric("lower", "count", "trainable parameters of the released model"),
+        "compute/teachers_cached": Metric("none", "flag",
+                                          "pate_fm: 1 when the teacher votes were read from the on-disk cache "
+                                          "(this run's timings then exclude training the teachers)"),
     }
 
     def run(self, config: LabelDPConfig, ctx: RunContext) -> dict[str, float]:
