@@ -75,8 +75,9 @@ class LabelDPTask(Task):
     description = "label-DP training: RR, RR-with-prior, ALIBI, PATE-FM vs non-private; accuracy vs label epsilon"
     version = "1"
     Config = LabelDPConfig
-    # Imported once by a sweep's fork server, so that no cell pays for them again.
-    preload = ("tasks.labeldp.train", "tasks.labeldp.methods", "scipy.stats", "sklearn.datasets",
+    # Imported once by a sweep's fork server, so that no cell pays for them again. torch._dynamo
+    # (sympy, triton) is what the first optimizer step would import: about 2 s of every cell.
+    preload = ("tasks.labeldp.train", "tasks.labeldp.methods", "torch._dynamo", "scipy.stats", "sklearn.datasets",
                "sklearn.model_selection")
     pareto = (("privacy/epsilon", "utility/accuracy"),)
     metrics = {
