@@ -4,7 +4,9 @@ PATE's teacher votes depend on the private labels, the partition and the teacher
 but not on epsilon or the aggregation noise; a sweep over epsilons therefore trains the same
 teachers once per seed and reads their votes back in the other cells. The key hashes the
 arrays themselves (features and labels as planted, canaries included), so a cache file can
-never answer for different labels.
+never answer for different labels. The votes are computed without noise: the cache directory
+holds data as sensitive as the private labels themselves, and only the per-cell noisy
+aggregation (with that cell's seed and epsilon) is ever released.
 
 Files live in ``$SUITE_CACHE`` (default ``~/.cache/privacy-efficiency-suite``) under
 ``labeldp/``, are written to a temporary file and renamed into place (a concurrent reader

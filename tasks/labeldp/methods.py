@@ -120,7 +120,7 @@ def _teacher_votes(config: LabelDPConfig, split: Split, ctx: RunContext) -> tupl
     """
     parts = {
         "what": "pate teacher votes v1", "torch": torch.__version__, "numpy": np.__version__,
-        "device": split.private_x.device.type,
+        "device": split.private_x.device.type, "n_classes": split.n_classes,
         "config": {k: getattr(config, k) for k in _TEACHER_KEYS},
         "code": [inspect.getsource(f) for f in (_train_teachers, train.fit, train._optimizer, train._augment,
                                                 train.predict_proba, train.rng_for, MODELS[config.model])],
