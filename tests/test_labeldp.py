@@ -312,3 +312,14 @@ def test_pate_run_is_identical_whether_its_teacher_votes_are_cached(tmp_path, mo
     same = {k: v for k, v in fresh.items() if not k.startswith("compute/")}
     assert same == {k: v for k, v in cached.items() if not k.startswith("compute/")}
     assert other_eps["utility/teacher_accuracy"] == fresh["utility/teacher_accuracy"]
+
+
+def test_reported_rr_epsilons_come_from_the_mechanisms_distributions() -> None:
+    from tasks.labeldp import mechanisms as m
+
+    assert m.rr_epsilon(epsilon=2.0, k=10) == pytest.approx(2.0, rel=1e-12)
+    # RR-with-prior: answer sets of one class reveal nothing; any larger set costs exactly epsilon
+    assert m.rr_prior_epsilon(epsilon=3.0, ks=np.array([1, 1]), n_classes=10) == 0.0
+    assert m.rr_prior_epsilon(epsilon=3.0, ks=np.array([1, 2, 7]), n_classes=10) == pytest.approx(3.0, rel=1e-12)
+    # a mechanism that never answers some output for one label but does for another is not DP
+    assert m.worst_case_epsilon(np.array([[1.0, 0.0], [0.5, 0.5]])) == float("inf")

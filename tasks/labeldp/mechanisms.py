@@ -40,6 +40,27 @@ def rr_distribution(label: int, *, epsilon: float, k: int) -> np.ndarray:
     return out
 
 
+def worst_case_epsilon(distributions: np.ndarray) -> float:
+    """The epsilon a label mechanism satisfies, from its exact output distributions (one row per
+    true label): log of the largest P[out | y] / P[out | y'] over labels y, y' and outputs.
+
+    >>> round(worst_case_epsilon(np.stack([rr_distribution(y, epsilon=1.5, k=4) for y in range(4)])), 12)
+    1.5
+    """
+    d = np.asarray(distributions, dtype=float)
+    num, den = d[:, None, :], d[None, :, :]
+    if np.any((num > 0) & (den == 0)):
+        return math.inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(num > 0, num / np.where(den > 0, den, 1.0), 1.0)
+    return float(np.log(ratios.max()))
+
+
+def rr_epsilon(*, epsilon: float, k: int) -> float:
+    """Epsilon of the k-ary RR the run used, recomputed from its exact output distributions."""
+    return worst_case_epsilon(np.stack([rr_distribution(y, epsilon=epsilon, k=k) for y in range(k)]))
+
+
 def randomized_response(labels: np.ndarray, *, epsilon: float, k: int, rng: np.random.Generator) -> np.ndarray:
     """Each label kept with probability e^eps / (e^eps + k - 1), else replaced by one of the others uniformly.
 
@@ -72,15 +93,8 @@ def rr_prior_top_k(prior: np.ndarray, *, epsilon: float) -> np.ndarray:
 def rr_prior_distribution(label: int, prior: np.ndarray, *, epsilon: float) -> np.ndarray:
     """Exact output distribution of RR-with-prior for one true label and one prior (which must
     not depend on that label)."""
-    top = rr_prior_top_k(prior, epsilon=epsilon)
-    out = np.zeros(len(prior))
-    if label in top:
-        keep, other = rr_probabilities(epsilon=epsilon, k=len(top))
-        out[top] = other
-        out[label] = keep
-    else:
-        out[top] = 1.0 / len(top)  # the true label is not among them: answer uniformly from them
-    return out
+    # The true label outside the answer set: answer uniformly from the set.
+    return _rr_over_set(label, top=rr_prior_top_k(prior, epsilon=epsilon), epsilon=epsilon, n=len(prior))
 
 
 def rr_with_prior(labels: np.ndarray, priors: np.ndarray, *, epsilon: float,
@@ -94,6 +108,31 @@ def rr_with_prior(labels: np.ndarray, priors: np.ndarray, *, epsilon: float,
         noisy[i] = rng.choice(len(dist), p=dist)
         ks[i] = int(np.count_nonzero(dist))
     return noisy, ks
+
+
+def rr_prior_epsilon(*, epsilon: float, ks: np.ndarray, n_classes: int) -> float:
+    """Epsilon of the RR-with-prior steps the run took, from their exact output distributions.
+
+    A step's distributions depend on its prior only through the size k of the answer set (the
+    classes' names do not change the ratios), so the worst case over the ks used is the run's.
+    """
+    worst = 0.0
+    for k in np.unique(np.asarray(ks)):
+        rows = np.stack([_rr_over_set(y, top=np.arange(int(k)), epsilon=epsilon, n=n_classes)
+                         for y in range(n_classes)])
+        worst = max(worst, worst_case_epsilon(rows))
+    return worst
+
+
+def _rr_over_set(label: int, *, top: np.ndarray, epsilon: float, n: int) -> np.ndarray:
+    out = np.zeros(n)
+    if label in top:
+        keep, other = rr_probabilities(epsilon=epsilon, k=len(top))
+        out[top] = other
+        out[label] = keep
+    else:
+        out[top] = 1.0 / len(top)
+    return out
 
 
 # --------------------------------------------------------------------------- ALIBI

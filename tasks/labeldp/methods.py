@@ -42,7 +42,8 @@ def rr(config: LabelDPConfig, split: Split, ctx: RunContext) -> Result:
     keep, _ = mech.rr_probabilities(epsilon=config.epsilon, k=split.n_classes)
     targets = one_hot(noisy, split.n_classes)
     model = fit(config, split.private_x, targets, epochs=config.epochs, ctx=ctx)
-    return model, {"privacy/epsilon": config.epsilon, "privacy/rr_flip_probability": 1.0 - keep,
+    return model, {"privacy/epsilon": mech.rr_epsilon(epsilon=config.epsilon, k=split.n_classes),
+                   "privacy/rr_flip_probability": 1.0 - keep,
                    "utility/training_label_accuracy": _label_accuracy(targets, split.private_y)}
 
 
@@ -68,7 +69,9 @@ def rr_prior(config: LabelDPConfig, split: Split, ctx: RunContext) -> Result:
         ks.append(k)
     targets = one_hot(noisy, split.n_classes)
     model = fit(config, split.private_x, targets, epochs=config.epochs, ctx=ctx)
-    return model, {"privacy/epsilon": config.epsilon, "privacy/rr_prior_mean_k": float(np.concatenate(ks).mean()),
+    used = np.concatenate(ks)
+    return model, {"privacy/epsilon": mech.rr_prior_epsilon(epsilon=config.epsilon, ks=used, n_classes=split.n_classes),
+                   "privacy/rr_prior_mean_k": float(used.mean()),
                    "utility/training_label_accuracy": _label_accuracy(targets, split.private_y)}
 
 
