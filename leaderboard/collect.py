@@ -10,7 +10,6 @@ tags, the params (the resolved config), the metrics, and the artifacts ``result.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from leaderboard.schema import TaskSchema, registered_schema
-from suite.config import canonical_json
+from suite.config import config_values_hash
 from suite.tracking import TERMINAL, Tracker
 
 # Contract tags -> the short column names used from here on.
@@ -137,8 +136,7 @@ def _version_from_hash(payload: dict[str, Any] | None, task: str, digest: str, c
     tried = sorted(candidates | ({registered.version} if registered else set()))
     config = (payload or {}).get("config")
     for version in tried:
-        payload_json = canonical_json({"task": task, "version": version, "config": config})
-        if config is not None and hashlib.sha256(payload_json.encode()).hexdigest() == digest:
+        if config is not None and config_values_hash(task, version, config) == digest:
             return version
     return "?"
 

@@ -140,7 +140,12 @@ def canonical_json(obj: Any) -> str:
 
 def config_hash(task: str, version: str, config: TaskConfig) -> str:
     """SHA-256 of the canonical JSON of the resolved config plus the task's name and version."""
-    payload = {"task": task, "version": version, "config": config.model_dump(mode="json")}
+    return config_values_hash(task, version, config.model_dump(mode="json"))
+
+
+def config_values_hash(task: str, version: str, values: Mapping[str, Any]) -> str:
+    """:func:`config_hash` of a config already dumped to JSON values (as logged in ``config.json``)."""
+    payload = {"task": task, "version": version, "config": values}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
