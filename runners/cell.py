@@ -60,6 +60,7 @@ class CellResult:
     metrics: dict[str, float]
     phases: list[str]
     environment: dict[str, Any] = field(default_factory=dict)
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, metrics) from ctx.log_step
 
 
 def seed_everything(seed: int) -> None:
@@ -84,9 +85,10 @@ def execute(cell: Cell, *, threads: int | None = None,
     raw = task_cls().run(config, ctx)
     watch.stop()
     metrics = validate_result(raw, task_cls.metrics)
+    history = [(step, validate_result(values, task_cls.metrics)) for step, values in ctx.history]
     metrics.update({f"compute/{name}_s": secs for name, secs in ctx.phases.items()})
     metrics.update({"compute/wall_s": watch.wall_s, "compute/cpu_s": watch.cpu_s, "compute/peak_rss_mb": peak_rss_mb()})
-    return CellResult(metrics, sorted(ctx.phases), environment.describe())
+    return CellResult(metrics, sorted(ctx.phases), environment.describe(), history)
 
 
 def _set_threads(threads: int | None) -> None:

@@ -70,6 +70,7 @@ class RunContext:
     artifact_dir: Path | None = None
     report: Callable[[str, float, float], None] = lambda desc, done, total: None
     phases: dict[str, float] = field(default_factory=dict)
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -83,6 +84,15 @@ class RunContext:
     def progress(self, desc: str, done: float, total: float) -> None:
         """Report progress of long work (shown as a live bar with ETA)."""
         self.report(desc, done, total)
+
+    def log_step(self, step: int, metrics: dict[str, float]) -> None:
+        """Record declared metrics at a step (a round, an epoch): logged as MLflow metric history.
+
+        The run's returned metrics stay the headline values; the history shows how they got there.
+        """
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        self.history.append((int(step), {k: float(v) for k, v in metrics.items()}))
 
 
 class Task(abc.ABC):

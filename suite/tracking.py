@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -181,9 +181,18 @@ class Tracker:
         return run_id
 
     def finish(self, run_id: str, metrics: Mapping[str, float], *, schema: Mapping[str, Metric],
-               environment: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
-        """Log metrics, the result schema and the environment, then mark the run FINISHED."""
-        self.log_metrics(run_id, metrics)
+               environment: Mapping[str, Any], summary: Mapping[str, Any],
+               history: Sequence[tuple[int, Mapping[str, float]]] = ()) -> None:
+        """Log metrics, the result schema and the environment, then mark the run FINISHED.
+
+        ``history`` holds (step, metrics) pairs logged as MLflow metric history; the final
+        metrics are logged at the last step so that MLflow's "latest value" is the headline one.
+        """
+        last = 0
+        for step, values in history:
+            self.log_metrics(run_id, values, step=step)
+            last = max(last, step)
+        self.log_metrics(run_id, metrics, step=last)
         self.log_json(run_id, "environment.json", environment)
         self.log_json(run_id, "result.json", {
             **summary,
@@ -198,11 +207,11 @@ class Tracker:
         _retry(self.client.set_tag, run_id, "suite.failure_reason", reason[-4900:])
         _retry(self.client.set_terminated, run_id, status=status)
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric as MlflowMetric
 
         now = int(time.time() * 1000)
-        batch = [MlflowMetric(k, float(v), now, 0) for k, v in sorted(metrics.items())]
+        batch = [MlflowMetric(k, float(v), now, step) for k, v in sorted(metrics.items())]
         for i in range(0, len(batch), 500):
             _retry(self.client.log_batch, run_id, metrics=batch[i:i + 500])
 

@@ -44,6 +44,15 @@ def test_finished_run_carries_the_contract(store) -> None:
     assert env["packages"] and env["cpu_count"] >= 1
 
 
+def test_step_history_is_logged_and_the_headline_value_is_the_latest(store) -> None:
+    task, config = _toy(sleep_s=0.2, value=0.8)
+    outcome = run_one(task, "quick", config, tracker=store)
+    history = store.client.get_metric_history(outcome.run_id, "utility/accuracy")
+    by_step = {m.step: m.value for m in history}
+    assert by_step[1] == pytest.approx(0.2) and by_step[3] == pytest.approx(0.6)
+    assert store.client.get_run(outcome.run_id).data.metrics["utility/accuracy"] == pytest.approx(0.8)
+
+
 def test_a_finished_config_is_reused_unless_forced(store) -> None:
     task, config = _toy()
     first = run_one(task, "quick", config, tracker=store)

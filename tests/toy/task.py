@@ -33,6 +33,7 @@ class ToyTask(Task):
             for i in range(steps):
                 time.sleep(0.05)
                 ctx.progress("sleeping", i + 1, steps)
+                ctx.log_step(i + 1, {"utility/accuracy": config.value * (i + 1) / steps})
             if config.method == "hang":
                 time.sleep(3600)
             if config.method == "crash":
