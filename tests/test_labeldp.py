@@ -212,7 +212,7 @@ def test_canary_bound_is_sound_and_nearly_tight_on_randomized_response(eps: floa
 
 
 def test_module_doctests() -> None:
-    from tasks.labeldp import cache
+    from suite import cache
 
     assert doctest.testmod(mech).failed == 0 and doctest.testmod(cache).failed == 0
 
@@ -268,7 +268,7 @@ def test_each_method_runs_end_to_end(method: str) -> None:
 
 
 def test_cache_hits_misses_on_a_different_key_and_recomputes_a_corrupt_file(tmp_path) -> None:
-    from tasks.labeldp.cache import cached_arrays
+    from suite.cache import cached_arrays
 
     calls = []
 

@@ -18,7 +18,7 @@ from torch import nn
 from suite.task import RunContext
 from tasks.labeldp import mechanisms as mech
 from tasks.labeldp import pate, train
-from tasks.labeldp.cache import cached_arrays
+from suite.cache import cached_arrays
 from tasks.labeldp.models import MODELS
 from tasks.labeldp.task import LabelDPConfig
 from tasks.labeldp.train import Split, fit, one_hot, predict_proba, rng_for
@@ -117,7 +117,7 @@ def _teacher_votes(config: LabelDPConfig, split: Split, ctx: RunContext) -> tupl
     """(votes per public example and class, mean teacher test accuracy, whether read from the cache).
 
     The votes depend on the private labels, the partition and the teachers' training only, so
-    the cells of an epsilon sweep share them through ``tasks.labeldp.cache``; the key holds the
+    the cells of an epsilon sweep share them through ``suite.cache``; the key holds the
     data and labels themselves (canaries planted), the teacher settings, and the source of the
     code that trains them.
     """
@@ -132,7 +132,7 @@ def _teacher_votes(config: LabelDPConfig, split: Split, ctx: RunContext) -> tupl
         "test_y": split.test_y.cpu().numpy(),
     }
     shapes = {"votes": (len(split.public_x), split.n_classes), "teacher_accuracy": ()}
-    got = cached_arrays(parts, lambda: _train_teachers(config, split, ctx), shapes=shapes)
+    got = cached_arrays(parts, lambda: _train_teachers(config, split, ctx), shapes=shapes, family="labeldp")
     return got.arrays["votes"], float(got.arrays["teacher_accuracy"]), got.hit
 
 

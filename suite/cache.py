@@ -1,6 +1,12 @@
-"""An on-disk cache of arrays keyed by the SHA-256 of everything that produced them.
+"""On-disk caches of expensive intermediate results, keyed by the SHA-256 of what produced them.
 
-PATE's teacher votes depend on the private labels, the partition and the teachers' training,
+Every family's cache lives in ``$SUITE_CACHE/<family>`` (default
+``~/.cache/privacy-efficiency-suite/<family>``). Files are written to a temporary file in the
+same directory and renamed into place (:func:`atomic_write`): a concurrent reader, or a reader
+after a crash mid-write, sees the old file or the new one, never half of one. Readers check what
+they load and recompute a file that does not parse.
+
+Example, labeldp: PATE's teacher votes depend on the private labels, the partition and the teachers' training,
 but not on epsilon or the aggregation noise; a sweep over epsilons therefore trains the same
 teachers once per seed and reads their votes back in the other cells. The key hashes the
 arrays themselves (features and labels as planted, canaries included), so a cache file can
@@ -8,10 +14,8 @@ never answer for different labels. The votes are computed without noise: the cac
 holds data as sensitive as the private labels themselves, and only the per-cell noisy
 aggregation (with that cell's seed and epsilon) is ever released.
 
-Files live in ``$SUITE_CACHE`` (default ``~/.cache/privacy-efficiency-suite``) under
-``labeldp/``, are written to a temporary file and renamed into place (a concurrent reader
-sees the old file or the new one, never half of one), and are checked on load: a file that
-does not parse or lacks an expected array of the expected shape is recomputed and replaced.
+:func:`cached_arrays` checks on load: a file that does not parse or lacks an expected array of
+the expected shape is recomputed and replaced.
 
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
@@ -28,10 +32,11 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -45,10 +50,31 @@ class Cached:
     path: Path
 
 
-def cache_root() -> Path:
-    """``$SUITE_CACHE/labeldp``, or ``~/.cache/privacy-efficiency-suite/labeldp``."""
+def cache_root(family: str) -> Path:
+    """``$SUITE_CACHE/<family>``, or ``~/.cache/privacy-efficiency-suite/<family>``."""
     base = os.environ.get("SUITE_CACHE") or Path.home() / ".cache" / "privacy-efficiency-suite"
-    return Path(base).expanduser() / "labeldp"
+    return Path(base).expanduser() / family
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path``; on success rename it over ``path``.
+
+    On any error (or a kill) the temporary file is removed or left under a ``.tmp`` name,
+    and ``path`` keeps its previous content: nobody ever reads a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def cache_key(parts: Mapping[str, Any]) -> str:
@@ -68,9 +94,14 @@ def cache_key(parts: Mapping[str, Any]) -> str:
 
 
 def cached_arrays(parts: Mapping[str, Any], compute: Callable[[], dict[str, np.ndarray]], *,
-                  shapes: Mapping[str, tuple[int, ...]], root: Path | None = None) -> Cached:
-    """The arrays ``compute()`` returns for ``parts``, from disk when a valid file holds them."""
-    path = (root or cache_root()) / f"{cache_key(parts)}.npz"
+                  shapes: Mapping[str, tuple[int, ...]], family: str = "", root: Path | None = None) -> Cached:
+    """The arrays ``compute()`` returns for ``parts``, from disk when a valid file holds them.
+
+    Files go to ``root``, or else to :func:`cache_root` of ``family``.
+    """
+    if root is None and not family:
+        raise ValueError("cached_arrays needs a family (or an explicit root directory)")
+    path = (root or cache_root(family)) / f"{cache_key(parts)}.npz"
     arrays = _load(path, shapes)
     if arrays is not None:
         return Cached(arrays, True, path)
@@ -103,14 +134,7 @@ def _check(arrays: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...
 def _store(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write next to ``path`` and rename into place; a failure to write only costs the cache."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_write(path) as f:
+            np.savez(f, **arrays)
     except OSError as exc:
         log.warning("could not write cache file %s (%s)", path, exc)
