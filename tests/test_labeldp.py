@@ -264,6 +264,18 @@ def test_each_method_runs_end_to_end(method: str) -> None:
         assert 1 <= m["privacy/rr_prior_mean_k"] <= 10
 
 
+def test_pate_semi_supervised_teachers_beat_supervised_ones_and_both_paths_run() -> None:
+    """Label spreading over all (public) features is why the quick tier's teachers are usable;
+    the supervised CNN teachers and pseudo-labelled student are the full tier's path."""
+    task = get_task("labeldp")
+    runs = {}
+    for teacher, student in [("label_spreading", "label_spreading"), ("cnn", "pseudo_label")]:
+        config = task.resolve("quick", {**TINY, "method": "pate_fm", "teacher_model": teacher, "student_labels": student})
+        runs[teacher] = execute(Cell.make(task, "quick", config), threads=1).metrics
+    assert runs["label_spreading"]["utility/teacher_accuracy"] > runs["cnn"]["utility/teacher_accuracy"] + 0.1
+    assert all(0 < m["privacy/queries_answered"] and 0 <= m["utility/accuracy"] <= 1 for m in runs.values())
+
+
 # --------------------------------------------------------------------------- teacher-vote cache
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from suite.cache import cached_arrays
 from suite.task import RunContext
 from tasks.labeldp import mechanisms as mech
 from tasks.labeldp import pate, train
-from suite.cache import cached_arrays
 from tasks.labeldp.models import MODELS
 from tasks.labeldp.task import LabelDPConfig
 from tasks.labeldp.train import Split, fit, one_hot, predict_proba, rng_for
@@ -90,11 +91,17 @@ def pate_fm(config: LabelDPConfig, split: Split, ctx: RunContext) -> Result:
     """Teachers on disjoint partitions, confident-GNMax answers on public examples until the
     budget is spent, and a student trained on public data only.
 
-    The student is semi-supervised by confidence-thresholded pseudo-labelling (Lee 2013) on the
-    unlabeled pool rather than FixMatch: FixMatch's gain comes from consistency between weak and
-    strong (RandAugment, Cutout) views over ~10^6 steps, which 8x8 digits on two CPU cores in
-    seconds can neither augment meaningfully nor afford; its confidence-thresholded
-    pseudo-label is what remains, and it still turns the unlabeled pool into training signal.
+    The "FM" of PATE-FM is semi-supervision: in label DP every feature vector is public, so a
+    teacher may learn from its partition's labels *and* all the unlabeled features, and the
+    student from the answered queries and the same pool. Malek et al. use FixMatch for both;
+    FixMatch's gain comes from consistency between weak and strong (RandAugment, Cutout) views
+    over ~10^6 steps, which 8x8 digits on two CPU cores can neither augment meaningfully nor
+    afford. The quick tier uses label spreading over a k-NN graph of all features instead
+    (Zhou et al. 2004, scikit-learn's ``LabelSpreading``), the classic semi-supervised learner
+    for few labels: teachers spread their ~20 labels, the student's CNN is trained on the
+    answers spread over the pool (``student_labels=label_spreading``). ``teacher_model=cnn`` and
+    ``student_labels=pseudo_label`` (confidence-thresholded self-training, Lee 2013) are the
+    supervised teachers and the pseudo-labelled student, used by the full tier.
     """
     votes, teacher_acc, cached = _teacher_votes(config, split, ctx)
     answers, metrics = _answer_queries(config, votes)
@@ -109,8 +116,8 @@ def pate_fm(config: LabelDPConfig, split: Split, ctx: RunContext) -> Result:
 
 
 # What the teachers read from the config; everything else (epsilon, the noise, the student) cannot change a vote.
-_TEACHER_KEYS = ("seed", "model", "n_teachers", "teacher_epochs", "teacher_batch_size", "lr", "optimizer",
-                 "weight_decay", "augment")
+_TEACHER_KEYS = ("seed", "model", "n_teachers", "teacher_model", "spread_neighbors", "teacher_epochs",
+                 "teacher_batch_size", "lr", "optimizer", "weight_decay", "augment")
 
 
 def _teacher_votes(config: LabelDPConfig, split: Split, ctx: RunContext) -> tuple[np.ndarray, float, bool]:
@@ -125,7 +132,7 @@ def _teacher_votes(config: LabelDPConfig, split: Split, ctx: RunContext) -> tupl
         "what": "pate teacher votes v1", "torch": torch.__version__, "numpy": np.__version__,
         "device": split.private_x.device.type, "n_classes": split.n_classes,
         "config": {k: getattr(config, k) for k in _TEACHER_KEYS},
-        "code": [inspect.getsource(f) for f in (_train_teachers, train.fit, train._optimizer, train._augment,
+        "code": [inspect.getsource(f) for f in (_train_teachers, _spread, train.fit, train._optimizer, train._augment,
                                                 train.predict_proba, train.rng_for, MODELS[config.model])],
         "private_x": split.private_x.cpu().numpy(), "private_y": split.private_y,
         "public_x": split.public_x.cpu().numpy(), "test_x": split.test_x.cpu().numpy(),
@@ -141,11 +148,20 @@ def _train_teachers(config: LabelDPConfig, split: Split, ctx: RunContext) -> dic
     votes = np.zeros((len(split.public_x), split.n_classes))
     accuracy = []
     teacher_config = config.model_copy(update={"batch_size": config.teacher_batch_size})
+    features = _flat(split.private_x, split.public_x)  # every feature is public; only labels are private
     for t, part in enumerate(parts):
-        teacher = fit(teacher_config, split.private_x[part], one_hot(split.private_y[part], split.n_classes),
-                      epochs=config.teacher_epochs, seed_offset=1000 + t)
-        votes[np.arange(len(votes)), predict_proba(teacher, split.public_x).argmax(1)] += 1
-        test_pred = predict_proba(teacher, split.test_x).argmax(1)
+        if config.teacher_model == "label_spreading":
+            known = np.full(len(features), -1)
+            known[part] = split.private_y[part]
+            teacher = _spread(config, features, known)
+            public_pred = teacher.transduction_[len(split.private_y):]
+            test_pred = teacher.predict(_flat(split.test_x))
+        else:
+            model = fit(teacher_config, split.private_x[part], one_hot(split.private_y[part], split.n_classes),
+                        epochs=config.teacher_epochs, seed_offset=1000 + t)
+            public_pred = predict_proba(model, split.public_x).argmax(1)
+            test_pred = predict_proba(model, split.test_x).argmax(1)
+        votes[np.arange(len(votes)), public_pred] += 1
         accuracy.append(float((test_pred == split.test_y.cpu().numpy()).mean()))
         ctx.progress("teachers", t + 1, config.n_teachers)
     return {"votes": votes, "teacher_accuracy": np.asarray(np.mean(accuracy))}
@@ -181,8 +197,26 @@ def _answer_queries(config: LabelDPConfig, votes: np.ndarray) -> tuple[list[tupl
     }
 
 
+def _flat(*xs: torch.Tensor) -> np.ndarray:
+    return np.concatenate([x.reshape(len(x), -1).cpu().numpy() for x in xs])
+
+
+def _spread(config: LabelDPConfig, features: np.ndarray, known: np.ndarray) -> Any:
+    """Label spreading over the k-NN graph of ``features``; ``known`` is -1 where unlabeled."""
+    import warnings
+
+    from sklearn.semi_supervised import LabelSpreading
+
+    with warnings.catch_warnings():  # isolated graph components divide 0 by 0; their rows stay unlabeled
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return LabelSpreading(kernel="knn", n_neighbors=config.spread_neighbors, alpha=0.2,
+                              max_iter=100).fit(features, known)
+
+
 def _student(config: LabelDPConfig, split: Split, asked: np.ndarray, labels: np.ndarray,
              ctx: RunContext) -> nn.Module:
+    if config.student_labels == "label_spreading" and len(labels):
+        return _spread_student(config, split, asked, labels, ctx)
     x_labeled = split.public_x[torch.as_tensor(asked, dtype=torch.long, device=split.public_x.device)]
     targets = one_hot(labels, split.n_classes).reshape(-1, split.n_classes)
     model = fit(config, x_labeled, targets, epochs=config.epochs, ctx=ctx, desc="student")
@@ -194,6 +228,23 @@ def _student(config: LabelDPConfig, split: Split, asked: np.ndarray, labels: np.
         t = np.concatenate([targets, one_hot(probs[sure].argmax(1), split.n_classes)])
         model = fit(config, x, t, epochs=config.epochs, seed_offset=r + 1, ctx=ctx, desc=f"pseudo-label {r + 1}")
     return model
+
+
+def _spread_student(config: LabelDPConfig, split: Split, asked: np.ndarray, labels: np.ndarray,
+                    ctx: RunContext) -> nn.Module:
+    """The answers spread over the public and private features, then the CNN trained on the
+    spread soft labels (answered examples keep their answer). No private label is read."""
+    features = _flat(split.public_x, split.private_x)
+    known = np.full(len(features), -1)
+    known[asked] = labels
+    spread = _spread(config, features, known)
+    soft = np.zeros((len(features), split.n_classes))  # columns of the classes no answer named stay 0
+    soft[:, spread.classes_] = np.nan_to_num(spread.label_distributions_, nan=0.0)
+    keep = soft.sum(1) > 0  # rows the graph reached
+    soft[asked] = one_hot(labels, split.n_classes)
+    x = torch.cat([split.public_x, split.private_x])[torch.as_tensor(np.flatnonzero(keep), device=split.public_x.device)]
+    return fit(config, x, soft[keep] / soft[keep].sum(1, keepdims=True), epochs=config.epochs, ctx=ctx,
+               desc="student")
 
 
 METHODS: dict[str, Callable[[LabelDPConfig, Split, RunContext], Result]] = {

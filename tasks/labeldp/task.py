@@ -37,6 +37,9 @@ class LabelDPConfig(TaskConfig):
     augment: bool = False  # random crop and flip (CIFAR-10 only)
     stages: int = Field(2, ge=1)  # rr_prior: stages; stage s's prior comes from a model of stages < s
     n_teachers: int = Field(50, ge=2)  # pate_fm: teachers, on disjoint partitions of the private data
+    teacher_model: Literal["label_spreading", "cnn"] = "label_spreading"  # pate_fm: semi-supervised graph teachers, or the CNN on its partition
+    student_labels: Literal["label_spreading", "pseudo_label"] = "label_spreading"  # pate_fm: how the student labels the unlabeled pool
+    spread_neighbors: int = Field(7, ge=1)  # pate_fm: k of the k-NN graph that label spreading propagates over
     teacher_epochs: int = Field(30, ge=1)  # pate_fm: passes over each teacher's partition
     teacher_batch_size: int = Field(16, ge=1)  # pate_fm: minibatch size of the teachers (small partitions)
     sigma_threshold: float = Field(20.0, gt=0)  # pate_fm: std of the threshold test's noise (sigma1)
@@ -77,7 +80,7 @@ class LabelDPTask(Task):
     Config = LabelDPConfig
     # Imported once by a sweep's fork server, so that no cell pays for them again. torch._dynamo
     # (sympy, triton) is what the first optimizer step would import: about 2 s of every cell.
-    preload = ("tasks.labeldp.train", "tasks.labeldp.methods", "torch._dynamo", "scipy.stats", "sklearn.datasets",
+    preload = ("tasks.labeldp.train", "tasks.labeldp.methods", "torch._dynamo", "scipy.stats", "sklearn.datasets", "sklearn.semi_supervised",
                "sklearn.model_selection")
     pareto = (("privacy/epsilon", "utility/accuracy"),)
     metrics = {
