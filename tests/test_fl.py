@@ -199,7 +199,8 @@ def _one_round(method_kw: dict, dropped: set[int]):  # type: ignore[no-untyped-d
         evaluated.append(weights)
         return 0.0, 0.0
 
-    plan = RoundPlan(seed=3, dim=DIM, clients_per_round=N_CLIENTS, **method_kw)
+    plan = RoundPlan(seed=3, dim=DIM, clients_per_round=N_CLIENTS, pq_warmup=0, **method_kw)
+    plan.record_aggregate(0, rng.normal(0, 0.03, DIM).astype(np.float32))  # what a pq codebook is learned from
     record = ServerRecord()
     app = server_app(method="secagg_" + method_kw["codec_kind"], rounds=1, num_clients=N_CLIENTS,
                      clients_per_round=N_CLIENTS, initial=[np.zeros(DIM, dtype=np.float32)],

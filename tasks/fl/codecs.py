@@ -109,7 +109,11 @@ def shared_mask(dim: int, keep: float, seed: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RandomMaskPruner:
-    """Keep the coordinates of a server-seeded random mask, scalar-quantize them; the rest are 0."""
+    """Keep the coordinates of a server-seeded random mask, scalar-quantize them; the rest are 0.
+
+    The decoded mean is scaled by ``1 / keep`` on the kept coordinates, so that it is an unbiased
+    estimate of the full mean update (random sparsification), not one ``keep`` times too small.
+    """
 
     keep: float
     seed: int
@@ -130,7 +134,7 @@ class RandomMaskPruner:
 
     def decode(self, total: np.ndarray, clients: int, dim: int) -> np.ndarray:
         out = np.zeros(dim, dtype=np.float32)
-        out[shared_mask(dim, self.keep, self.seed)] = self._quantizer().decode(total, clients, dim)
+        out[shared_mask(dim, self.keep, self.seed)] = self._quantizer().decode(total, clients, dim) / self.keep
         return out
 
 

@@ -60,6 +60,7 @@ class RoundPlan:
     pq_codewords: int = 2
     pq_block: int = 8
     pq_iters: int = 5
+    pq_warmup: int = 1
     field_bits: int | None = None
     _aggregates: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _codebooks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
@@ -79,21 +80,26 @@ class RoundPlan:
     def _codebook(self, rnd: int) -> np.ndarray:
         if rnd not in self._codebooks:
             previous = self._aggregates.get(rnd - 1)
-            if previous is None:  # no aggregate yet: codewords drawn around zero at the update range
-                source = np.random.default_rng([self.seed, rnd]).normal(0, self.range / 2, self.dim).astype(np.float32)
-            else:
-                source = previous
-            self._codebooks[rnd] = kmeans_codebook(source, block=self.pq_block, codewords=self.pq_codewords,
+            if previous is None:
+                raise RuntimeError(f"round {rnd}: no aggregate of round {rnd - 1} to learn a codebook from")
+            self._codebooks[rnd] = kmeans_codebook(previous, block=self.pq_block, codewords=self.pq_codewords,
                                                    iters=self.pq_iters, seed=self.seed + rnd)
         return self._codebooks[rnd]
 
     def fit_config(self, rnd: int) -> dict[str, Any]:
-        """What every client of round ``rnd`` needs to encode its update."""
-        cfg: dict[str, Any] = {"fl.codec": self.codec_kind, "fl.seed": self.seed, "fl.round": rnd,
-                               "fl.bits": self.bits, "fl.range": float(self.range)}
-        if self.codec_kind == "prune":
+        """What every client of round ``rnd`` needs to encode its update.
+
+        Product quantization needs an update to learn its codebook from: its first ``pq_warmup``
+        rounds use 1-bit scalar quantization (in the same field), as FLSim's PQ channel does
+        with its warm-up updates.
+        """
+        kind = "sq" if self.codec_kind == "pq" and rnd <= self.pq_warmup else self.codec_kind
+        bits = 1 if self.codec_kind == "pq" else self.bits
+        cfg: dict[str, Any] = {"fl.codec": kind, "fl.seed": self.seed, "fl.round": rnd,
+                               "fl.bits": bits, "fl.range": float(self.range)}
+        if kind == "prune":
             cfg.update({"fl.keep": float(self.keep), "fl.mask_seed": self.mask_seed(rnd)})
-        if self.codec_kind == "pq":
+        if kind == "pq":
             cfg.update({"fl.pq_codewords": self.pq_codewords, "fl.pq_block": self.pq_block,
                         "fl.codebook": self._codebook(rnd).tobytes()})
         return cfg

@@ -39,12 +39,12 @@ class FLConfig(TaskConfig):
     lr: float = Field(0.1, gt=0)  # client SGD learning rate
     hidden: list[int] = Field(default_factory=lambda: [256, 128])  # digits MLP hidden widths
     bits: Literal[1, 2, 4, 8] | None = 8  # scalar-quantization bits per value (secagg_sq, secagg_prune)
-    range: float | None = Field(0.05, gt=0)  # shared clipping range [-range, range] of update values
-    keep: float | None = Field(0.1, gt=0, le=1)  # fraction of coordinates the shared mask keeps (secagg_prune)
-    pq_codewords: int | None = Field(2, ge=2, le=256)  # codebook size k (secagg_pq)
-    pq_block: int | None = Field(8, ge=1)  # values per product-quantization block (secagg_pq)
+    range: float | None = Field(0.01, gt=0)  # shared clipping range [-range, range] of update values
+    keep: float | None = Field(0.15, gt=0, le=1)  # fraction of coordinates the shared mask keeps (secagg_prune)
+    pq_codewords: int | None = Field(16, ge=2, le=256)  # codebook size k (secagg_pq)
+    pq_block: int | None = Field(16, ge=1)  # values per product-quantization block (secagg_pq)
     field_bits: int | None = Field(None, ge=1, le=62)  # masked field width; null: the narrowest without overflow
-    num_shares: float = Field(1.0, gt=0)  # SecAgg+ shares per client; <= 1: a fraction of the round's clients
+    num_shares: float = Field(0.5, gt=0)  # SecAgg+ shares per client; <= 1: a fraction of the round's clients
     threshold: float = Field(0.6, gt=0)  # SecAgg+ reconstruction threshold; <= 1: a fraction of the shares
     dropout: float = Field(0.0, ge=0, lt=1)  # probability a client drops out after the key exchange
     ray_cpus: int = Field(2, ge=1)  # CPUs Ray may use
