@@ -60,10 +60,12 @@ class RoundPlan:
     pq_codewords: int = 2
     pq_block: int = 8
     pq_iters: int = 5
-    pq_warmup: int = 1
+    pq_warmup: int = 2
+    pq_scale: float = 1.0
     field_bits: int | None = None
     _aggregates: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _codebooks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _count: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         if self.codec_kind not in ("sq", "prune", "pq"):
@@ -82,8 +84,8 @@ class RoundPlan:
             previous = self._aggregates.get(rnd - 1)
             if previous is None:
                 raise RuntimeError(f"round {rnd}: no aggregate of round {rnd - 1} to learn a codebook from")
-            self._codebooks[rnd] = kmeans_codebook(previous, block=self.pq_block, codewords=self.pq_codewords,
-                                                   iters=self.pq_iters, seed=self.seed + rnd)
+            self._codebooks[rnd] = self.pq_scale * kmeans_codebook(
+                previous, block=self.pq_block, codewords=self.pq_codewords, iters=self.pq_iters, seed=self.seed + rnd)
         return self._codebooks[rnd]
 
     def fit_config(self, rnd: int) -> dict[str, Any]:
@@ -111,4 +113,9 @@ class RoundPlan:
         return codec_from_config(self.fit_config(rnd))
 
     def record_aggregate(self, rnd: int, mean_delta: np.ndarray) -> None:
-        self._aggregates = {rnd: mean_delta}
+        """Keep the running mean of the aggregated updates up to round ``rnd``: one round's
+        aggregate (above all a 1-bit warm-up one) is too noisy to learn a codebook from."""
+        previous = self._aggregates.get(rnd - 1)
+        self._count = self._count + 1 if previous is not None else 1
+        running = mean_delta if previous is None else previous + (mean_delta - previous) / self._count
+        self._aggregates = {rnd: np.asarray(running, dtype=np.float32)}
