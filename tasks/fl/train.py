@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -63,7 +64,7 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
                         clients_per_round=config.clients_per_round, initial=initial, evaluate_fn=evaluate_fn, plan=plan,
                         num_shares=config.num_shares, threshold=config.threshold, record=record, on_round=on_round)
     backend = {"client_resources": {"num_cpus": config.client_cpus, "num_gpus": config.client_gpus},
-               "init_args": {"num_cpus": config.ray_cpus, "logging_level": logging.ERROR, "log_to_driver": False}}
+               "init_args": _ray_init_args(config.ray_cpus)}
     started = time.perf_counter()
     with ctx.phase("train"):
         try:
@@ -98,6 +99,19 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
         "compute/params": float(dim),
         "compute/startup_s": _startup_seconds(started, record.evaluated_at),
     }
+
+
+def _ray_init_args(cpus: int) -> dict[str, Any]:
+    """A Ray instance of the run's own, unless RAY_ADDRESS names a cluster to join.
+
+    Left to itself, ``ray.init()`` joins any cluster a ``ray start`` left running on the machine
+    (another job's), and then refuses ``num_cpus``; a run must not share resources unawares.
+    """
+    address = os.environ.get("RAY_ADDRESS")
+    args: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address:
+        return {**args, "address": address}
+    return {**args, "address": "local", "num_cpus": cpus}
 
 
 def _startup_seconds(started: float, evaluated_at: dict[int, float]) -> float:
