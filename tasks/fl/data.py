@@ -18,8 +18,7 @@ SHAKESPEARE_VOCAB = " !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdef
 
 
 @lru_cache(maxsize=4)
-def load(dataset: str, num_clients: int, alpha: float, split_seed: int, data_dir: str | None,
-         max_clients: int | None = None) -> tuple[list[Arrays], Arrays]:
+def load(dataset: str, num_clients: int, alpha: float, split_seed: int, data_dir: str | None) -> tuple[list[Arrays], Arrays]:
     if dataset == "digits":
         return _digits(num_clients, alpha, split_seed)
     if dataset in ("femnist", "shakespeare"):

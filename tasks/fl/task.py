@@ -96,6 +96,7 @@ class FLTask(Task):
         "bandwidth/compression": Metric("higher", "x", "fp32 FedAvg reply bytes of the same model / uplink_bytes"),
         "bandwidth/bits_per_parameter": Metric("lower", "bits", "uplink bits per model parameter per round"),
         "compute/params": Metric("lower", "count", "model parameters"),
+        "compute/slowdown": Metric("lower", "x", "train time / train time of fedavg, same seed and config"),
         "compute/startup_s": Metric("lower", "s", "Simulation Engine start (Ray, actors) until round 1 begins"),
     }
 
