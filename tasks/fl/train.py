@@ -1,0 +1,125 @@
+"""One federated run on Flower's Simulation Engine: data, apps, one simulation, metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from suite.task import RunContext
+
+
+def fp32_reply_bytes(weights: list[np.ndarray], num_examples: int = 100) -> int:
+    """Serialized size of a FedAvg fit reply carrying ``weights`` in fp32 (Flower's wire format)."""
+    from flwr.app import Message, RecordDict
+    from flwr.app.message_type import MessageType
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+    from flwr.common.serde import message_to_proto
+    from flwr.compat.common.recorddict_compat import fitres_to_recorddict
+
+    incoming = Message(content=RecordDict(), dst_node_id=2**62, message_type=MessageType.TRAIN, group_id="1")
+    incoming.metadata.__dict__["_message_id"] = incoming.object_id if hasattr(incoming, "object_id") else "x" * 64
+    res = FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters([w.astype(np.float32) for w in weights]), num_examples, {})
+    return message_to_proto(Message(fitres_to_recorddict(res, True), reply_to=incoming)).ByteSize()
+
+
+def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
+    import torch
+    from flwr.simulation import run_simulation
+
+    from tasks.fl.apps import ClientSpec, ServerRecord, build_model, client_app, evaluate, get_weights, server_app, set_weights
+    from tasks.fl.data import load
+    from tasks.fl.rounds import RoundPlan, flatten
+
+    for name in ("flwr", "ray"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    torch.manual_seed(config.seed)
+    device = "cuda" if config.device == "auto" and torch.cuda.is_available() else ("cpu" if config.device == "auto" else config.device)
+    with ctx.phase("setup"):
+        partitions, (x_test, y_test) = load(config.dataset, config.num_clients, config.alpha, config.split_seed, config.data_dir)
+        model = build_model(config.dataset, tuple(config.hidden)).to(device)
+        initial = get_weights(model)
+    dim = int(flatten(initial).size)
+    plan = None
+    if config.method.startswith("secagg_"):
+        plan = RoundPlan(codec_kind=config.method.removeprefix("secagg_"), seed=config.seed, dim=dim,
+                         clients_per_round=config.clients_per_round, bits=config.bits or 1, range=config.range or 0.0,
+                         keep=config.keep or 1.0, pq_codewords=config.pq_codewords or 2, pq_block=config.pq_block or 1,
+                         field_bits=config.field_bits)
+
+    def evaluate_fn(weights: list[np.ndarray]) -> tuple[float, float]:
+        set_weights(model, weights)
+        return evaluate(model, x_test, y_test, device)
+
+    def on_round(rnd: int) -> None:
+        ctx.progress(f"round {rnd}", rnd - 1, config.rounds)
+
+    record = ServerRecord()
+    spec = ClientSpec(config.dataset, tuple(config.hidden), partitions, config.local_epochs, config.batch_size,
+                      config.lr, config.seed, device)
+    server = server_app(method=config.method, rounds=config.rounds, num_clients=config.num_clients,
+                        clients_per_round=config.clients_per_round, initial=initial, evaluate_fn=evaluate_fn, plan=plan,
+                        num_shares=config.num_shares, threshold=config.threshold, record=record, on_round=on_round)
+    backend = {"client_resources": {"num_cpus": config.client_cpus, "num_gpus": config.client_gpus},
+               "init_args": _ray_init_args(config.ray_cpus)}
+    started = time.perf_counter()
+    with ctx.phase("train"):
+        try:
+            run_simulation(server_app=server, client_app=client_app(spec, config.method, config.dropout),
+                           num_supernodes=config.num_clients, backend_config=backend)
+        except BaseException:
+            if record.error is not None:
+                raise record.error from None
+            raise
+    if record.error is not None:
+        raise record.error
+    missing = [r for r in range(1, config.rounds + 1) if r not in record.accuracy]
+    if missing or record.meter is None:
+        raise RuntimeError(f"the simulation ended without evaluating rounds {missing}")
+
+    per_round: dict[int, list[int]] = {}
+    for (rnd, _), kinds in record.meter.bytes.items():
+        per_round.setdefault(rnd, []).append(sum(kinds.values()))
+    for rnd in range(1, config.rounds + 1):
+        ctx.log_step(rnd, {"utility/accuracy": record.accuracy[rnd], "utility/loss": record.loss[rnd],
+                           "bandwidth/uplink_bytes": float(np.mean(per_round.get(rnd, [0])))})
+    uplink = float(np.mean(record.meter.per_client_round()))
+    overhead = float(np.mean(record.meter.per_client_round("overhead")))
+    reference = fp32_reply_bytes(initial)
+    return {
+        "utility/accuracy": record.accuracy[config.rounds],
+        "utility/loss": record.loss[config.rounds],
+        "bandwidth/uplink_bytes": uplink,
+        "bandwidth/secagg_overhead_bytes": overhead,
+        "bandwidth/compression": reference / uplink,
+        "bandwidth/bits_per_parameter": uplink * 8 / dim,
+        "compute/params": float(dim),
+        "compute/startup_s": _startup_seconds(started, record.evaluated_at),
+    }
+
+
+def _ray_init_args(cpus: int) -> dict[str, Any]:
+    """A Ray instance of the run's own, unless RAY_ADDRESS names a cluster to join.
+
+    Left to itself, ``ray.init()`` joins any cluster a ``ray start`` left running on the machine
+    (another job's), and then refuses ``num_cpus``; a run must not share resources unawares.
+    """
+    address = os.environ.get("RAY_ADDRESS")
+    args: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address:
+        return {**args, "address": address}
+    return {**args, "address": "local", "num_cpus": cpus}
+
+
+def _startup_seconds(started: float, evaluated_at: dict[int, float]) -> float:
+    """What starting the Simulation Engine (Ray, its actors, the apps) cost this run.
+
+    Ray starts while round 1 waits for its first replies, so the cost is the time to the end of
+    round 1 less a typical round (the median of the later rounds' durations).
+    """
+    rounds = sorted(r for r in evaluated_at if r >= 1)
+    later = [evaluated_at[r] - evaluated_at[r - 1] for r in rounds[1:] if r - 1 in evaluated_at]
+    return evaluated_at[rounds[0]] - started - (float(np.median(later)) if later else 0.0)

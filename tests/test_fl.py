@@ -1,0 +1,240 @@
+"""The fl family: codecs, configs, and compressed SecAgg+ exactness under dropouts.
+
+The SecAgg+ tests drive the real ServerApp (Flower's DefaultWorkflow + the compressed SecAgg+
+workflow) and real ClientApps (Flower's NumPyClient + the compressed SecAgg+ mod) through an
+in-process Grid, so that many dropout cases run in seconds without starting Ray; the
+conformance test and the sweep test run the same apps on the Simulation Engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from tasks.fl.codecs import (
+    OverflowConfigError, RandomMaskPruner, ScalarQuantizer, SecureIndexer, check_field, field_bits, pack,
+    stochastic_quantize, unpack)
+from tasks.fl.task import FLConfig, FLTask
+
+
+# -- codecs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [1, 3, 4, 8, 13, 33])
+def test_pack_round_trips_at_exactly_the_field_width(bits: int) -> None:
+    values = np.random.default_rng(bits).integers(0, 2**bits, size=1001)
+    data = pack(values, bits)
+    assert len(data) == -(-1001 * bits // 8)
+    np.testing.assert_array_equal(unpack(data, bits, 1001), values)
+
+
+def test_pack_refuses_a_value_wider_than_the_field() -> None:
+    with pytest.raises(ValueError, match="does not fit in 4 bits"):
+        pack(np.array([16]), 4)
+
+
+def test_field_is_the_narrowest_that_holds_the_round_sum() -> None:
+    assert field_bits(1, 10) == 4  # 10 one-bit values sum to at most 10 < 16
+    assert field_bits(255, 10) == 12  # 2550 < 4096
+    check_field(15, 10, 8)  # 150 < 256
+    with pytest.raises(OverflowConfigError, match="overflows: 10 clients x 15 .* use at least 8 bits"):
+        check_field(15, 10, 7)
+
+
+def test_stochastic_quantization_is_unbiased_and_in_range() -> None:
+    rng = np.random.default_rng(0)
+    x = np.full(200_000, 0.013, dtype=np.float32)
+    q = stochastic_quantize(x, r=0.05, levels=1, rng=rng)
+    assert set(np.unique(q)) == {0, 1}
+    mean = ScalarQuantizer(1, 0.05).decode(q.sum(keepdims=True), len(q), 1)[0]
+    assert mean == pytest.approx(0.013, abs=5e-4)
+
+
+def test_the_sum_of_encodings_decodes_to_the_mean_of_decodings() -> None:
+    rng = np.random.default_rng(1)
+    deltas = [rng.normal(0, 0.02, 50).astype(np.float32) for _ in range(7)]
+    codebook = rng.normal(0, 0.02, (4, 8)).astype(np.float32)
+    for codec in (ScalarQuantizer(2, 0.05), RandomMaskPruner(0.3, 5, 4, 0.05), SecureIndexer(codebook)):
+        codes = [codec.encode(d, np.random.default_rng(i)) for i, d in enumerate(deltas)]
+        assert all(c.min() >= 0 and c.max() <= codec.max_value() and c.size == codec.length(50) for c in codes)
+        individual = np.mean([codec.decode(c, 1, 50) for c in codes], axis=0)
+        np.testing.assert_allclose(codec.decode(np.sum(codes, axis=0), 7, 50), individual, atol=1e-6)
+
+
+def test_pruning_mask_is_shared_and_seeded_by_the_server() -> None:
+    a, b = RandomMaskPruner(0.1, 3, 1, 0.05), RandomMaskPruner(0.1, 4, 1, 0.05)
+    delta = np.ones(1000, dtype=np.float32)
+    assert a.length(1000) == 100
+    kept_a = np.flatnonzero(a.decode(a.encode(delta, np.random.default_rng(0)), 1, 1000))
+    assert np.array_equal(kept_a, np.flatnonzero(a.decode(a.encode(delta, np.random.default_rng(9)), 1, 1000)))
+    assert not np.array_equal(kept_a, np.flatnonzero(b.decode(b.encode(delta, np.random.default_rng(0)), 1, 1000)))
+
+
+# -- configs -----------------------------------------------------------------------------------
+
+
+def test_a_field_that_would_overflow_is_rejected_with_the_reason() -> None:
+    with pytest.raises(ValidationError, match="6-bit field overflows: 10 clients x 15"):
+        FLConfig(method="secagg_sq", bits=4, clients_per_round=10, field_bits=6)
+    assert FLConfig(method="secagg_sq", bits=4, clients_per_round=10, field_bits=8).field_bits == 8
+
+
+def test_keys_a_method_does_not_use_are_reset() -> None:
+    a = FLConfig(method="fedavg", bits=1, keep=0.5)
+    assert (a.bits, a.keep, a.range) == (None, None, None)
+    assert FLConfig(method="secagg_sq", keep=0.5).keep is None
+
+
+@pytest.mark.parametrize("tier", ["quick", "full"])
+def test_every_cell_of_both_tiers_resolves(tier: str) -> None:
+    from suite.config import expand_grid
+
+    spec = FLTask.tier(tier)
+    cells = [FLTask.resolve(tier, cell) for cell in expand_grid(spec.grid)]
+    assert {c.method for c in cells} == set(FLTask.methods())
+    assert FLTask.resolve(tier, spec.smoke)
+
+
+# -- SecAgg+ exactness under dropouts, through the real apps -------------------------------------
+
+
+class LoopbackGrid:
+    """A Flower ``Grid`` that hands each message straight to the node's ClientApp, in process."""
+
+    def __new__(cls, *args, **kwargs):  # noqa: D102 - built on Flower's abstract Grid at call time
+        from flwr.serverapp.grid import Grid
+
+        class _Loopback(Grid):
+            def __init__(self, apps: dict, contexts: dict) -> None:
+                from flwr.supercore.run import Run
+
+                self.apps, self.contexts, self._run = apps, contexts, Run.create_empty(1)
+
+            def set_run(self, run):  # type: ignore[no-untyped-def]
+                self._run = run
+
+            @property
+            def run(self):  # type: ignore[no-untyped-def]
+                return self._run
+
+            def create_message(self, *a, **k):  # type: ignore[no-untyped-def]
+                raise NotImplementedError
+
+            def get_node_ids(self):  # type: ignore[no-untyped-def]
+                return list(self.apps)
+
+            def get_nodes(self):  # type: ignore[no-untyped-def]
+                return []
+
+            def push_messages(self, messages):  # type: ignore[no-untyped-def]
+                raise NotImplementedError
+
+            def pull_messages(self, message_ids):  # type: ignore[no-untyped-def]
+                raise NotImplementedError
+
+            def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
+                from flwr.app import Error, Message
+                from flwr.common.serde import message_from_proto, message_to_proto
+
+                replies = []
+                for msg in messages:
+                    nid = msg.metadata.dst_node_id
+                    try:  # through Flower's wire format, so that every node gets its own copy
+                        replies.append(self.apps[nid](message_from_proto(message_to_proto(msg)), self.contexts[nid]))
+                    except Exception as exc:  # a client that fails sends an error reply, as on the Engine
+                        replies.append(Message(Error(code=0, reason=str(exc)), reply_to=msg))
+                return replies
+
+        return _Loopback(*args, **kwargs)
+
+
+N_CLIENTS, THRESHOLD, DIM = 5, 3, 40
+
+
+@pytest.fixture
+def server_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The identity Flower's runtimes give a ServerApp process (messages are stamped with it)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+
+
+def _one_round(method_kw: dict, dropped: set[int]):  # type: ignore[no-untyped-def]
+    """One round of compressed SecAgg+ over N_CLIENTS fixed client updates; returns the workflow,
+    the updates, the plan and the node ids."""
+    from flwr.app import Context, RecordDict
+    from flwr.client import NumPyClient
+    from flwr.clientapp import ClientApp
+
+    from tasks.fl.apps import ServerRecord, server_app
+    from tasks.fl.rounds import RoundPlan
+    from tasks.fl.secure import compressed_secaggplus_mod
+
+    node_ids = [11 + 7 * i for i in range(N_CLIENTS)]
+    rng = np.random.default_rng(0)
+    updates = {nid: rng.normal(0, 0.03, DIM).astype(np.float32) for nid in node_ids}
+
+    class Fixed(NumPyClient):
+        def __init__(self, nid: int) -> None:
+            self.nid = nid
+
+        def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+            if self.nid in dropped:
+                raise RuntimeError(f"node {self.nid} dropped out")
+            return [parameters[0] + updates[self.nid]], 10, {}
+
+    def app_for(nid: int) -> ClientApp:
+        return ClientApp(client_fn=lambda ctx: Fixed(nid).to_client(), mods=[compressed_secaggplus_mod])
+
+    def context(nid: int) -> Context:
+        return Context(run_id=1, node_id=nid, node_config={}, state=RecordDict(), run_config={})
+
+    evaluated: list[list[np.ndarray]] = []
+
+    def evaluate_fn(weights):  # type: ignore[no-untyped-def]
+        evaluated.append(weights)
+        return 0.0, 0.0
+
+    plan = RoundPlan(seed=3, dim=DIM, clients_per_round=N_CLIENTS, pq_warmup=0, **method_kw)
+    plan.record_aggregate(0, rng.normal(0, 0.03, DIM).astype(np.float32))  # what a pq codebook is learned from
+    record = ServerRecord()
+    app = server_app(method="secagg_" + method_kw["codec_kind"], rounds=1, num_clients=N_CLIENTS,
+                     clients_per_round=N_CLIENTS, initial=[np.zeros(DIM, dtype=np.float32)],
+                     evaluate_fn=evaluate_fn, plan=plan, num_shares=1.0, threshold=THRESHOLD, record=record)
+    grid = LoopbackGrid({nid: app_for(nid) for nid in node_ids}, {nid: context(nid) for nid in node_ids})
+    app(grid=grid, context=Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
+    return record, updates, plan, node_ids, evaluated[-1][0]
+
+
+CODECS = [{"codec_kind": "sq", "bits": 2, "range": 0.05},
+          {"codec_kind": "prune", "bits": 1, "range": 0.05, "keep": 0.5},
+          {"codec_kind": "pq", "range": 0.05, "pq_codewords": 3, "pq_block": 4}]
+
+
+@pytest.mark.parametrize("method_kw", CODECS, ids=[c["codec_kind"] for c in CODECS])
+@pytest.mark.parametrize("n_dropped", range(N_CLIENTS - THRESHOLD + 1))
+def test_masked_sum_equals_the_plaintext_sum_of_the_survivors(method_kw: dict, n_dropped: int, server_process) -> None:
+    dropped = set(itertools.islice((11 + 7 * i for i in range(N_CLIENTS)), n_dropped))
+    record, updates, plan, node_ids, new_global = _one_round(method_kw, dropped)
+    workflow = record.workflow
+    survivors = set(node_ids) - dropped
+    assert workflow.last_survivors == survivors
+    codec = plan.codec(1)
+    expected = sum(codec.encode(updates[nid], np.random.default_rng([3, 1, nid])) for nid in survivors)
+    np.testing.assert_array_equal(workflow.last_sum, expected)
+    # ... and the new global model (from zeros) is the decoded mean of exactly those updates
+    np.testing.assert_allclose(new_global, codec.decode(expected, len(survivors), DIM), atol=1e-6)
+    assert record.error is None
+
+
+@pytest.mark.parametrize("method_kw", CODECS[:1], ids=["sq"])
+def test_fewer_survivors_than_the_threshold_abort_the_round(method_kw: dict, server_process) -> None:
+    from tasks.fl.secure import SecAggAbort
+
+    dropped = {11 + 7 * i for i in range(N_CLIENTS - THRESHOLD + 1)}
+    with pytest.raises(SecAggAbort, match="fewer than the reconstruction threshold 3"):
+        _one_round(method_kw, dropped)
