@@ -23,7 +23,13 @@ def build(name: str, n_classes: int, *, pretrained: bool = False) -> nn.Module:
         import os
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return timm.create_model(name, num_classes=n_classes, pretrained=pretrained)
+    model = timm.create_model(name, num_classes=n_classes, pretrained=pretrained)
+    # timm initializes the classifier uniform in +-1/sqrt(n_classes), sized for 1000 classes; with 10
+    # the initial logits reach tens (cross-entropy ~20) and the first epochs only undo that.
+    classifier = model.get_classifier()
+    nn.init.normal_(classifier.weight, std=0.01)
+    nn.init.zeros_(classifier.bias)
+    return model
 
 
 def example_input(resolution: int, batch: int = 1) -> torch.Tensor:

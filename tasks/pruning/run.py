@@ -17,7 +17,8 @@ from tasks.pruning import checkpoints, models
 from tasks.pruning.data import Images, load_images
 from tasks.pruning.prune import cached_ratio, make_pruner
 from tasks.pruning.task import PruningConfig, PruningTask
-from tasks.pruning.train import Trainer, accumulate_gradients, evaluate, steps_per_epoch, train
+from tasks.pruning.train import (Trainer, accumulate_gradients, evaluate, recalibrate_batchnorm, steps_per_epoch,
+                                 train)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def checkpoint_parts(config: PruningConfig, images: Images, *, epochs: int) -> d
     """Everything that determines a trained checkpoint (the cache key)."""
     return {"what": "trained", "task_version": PruningTask.version, "model": config.model, "epochs": epochs,
             "seed": config.seed, "n_classes": images.n_classes, "resolution": config.resolution,
-            "batch_size": config.batch_size, "lr": config.lr, "weight_decay": config.weight_decay,
+            "batch_size": config.batch_size, "optimizer": config.optimizer, "lr": config.lr,
+            "weight_decay": config.weight_decay, "bn_recalibration_batches": config.bn_recalibration_batches,
             "pretrained": config.pretrained, "channels_last": config.channels_last,
             "device": models_device(config), "torch": torch.__version__, "timm": timm.__version__,
             **{f"data_{k}": v for k, v in images.fingerprint.items()}}
@@ -101,6 +103,8 @@ def prune_and_finetune(model: nn.Module, config: PruningConfig, images: Images,
             metrics["utility/accuracy_before_finetune"] = evaluate(model, images, config)["utility/accuracy"]
         with ctx.phase("finetune"):
             trainer.run(model, total * (step + 1) // steps)
+    with ctx.phase("finetune"):
+        recalibrate_batchnorm(model, images, config, seed=config.seed + 1)
     macs = models.macs_and_params(model, config.resolution)[0]
     gap = abs(macs - target_macs) / target_macs
     if gap > config.macs_tolerance:

@@ -38,8 +38,10 @@ class PruningConfig(TaskConfig):
     epochs: int = Field(6, ge=1)  # training budget: epochs of an unpruned model = pretrain + fine-tune of a pruned one
     pretrain_epochs: int | None = Field(3, ge=1)  # pruning: epochs the larger model trains before it is pruned
     batch_size: int = Field(64, ge=1)  # minibatch size
-    lr: float = Field(0.05, gt=0)  # peak learning rate (SGD, momentum 0.9, nesterov, cosine decay)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: momentum 0.9, nesterov; both with cosine decay
+    lr: float = Field(0.05, gt=0)  # peak learning rate
     weight_decay: float = Field(5e-5, ge=0)  # L2 penalty
+    bn_recalibration_batches: int = Field(10, ge=0)  # BatchNorm statistics re-estimated after training on N batches
     pretrained: bool = False  # start from timm's ImageNet weights (must be in the local timm/HF cache)
     taylor_batches: int = Field(4, ge=1)  # taylor: minibatches whose gradients score the channels
     macs_tolerance: float = Field(0.02, gt=0, lt=1)  # pruning: allowed relative MACs gap to the target
@@ -82,7 +84,8 @@ class PruningTask(Task):
     Config = PruningConfig
     preload = ("tasks.pruning.run", "timm", "torch_pruning", "torch._dynamo", "sklearn.datasets",
                "sklearn.model_selection")
-    pareto = (("compute/macs", "utility/accuracy"), ("compute/latency_ms_b1", "utility/accuracy"))
+    pareto = (("compute/macs", "utility/accuracy"), ("compute/latency_ms_b1", "utility/accuracy"),
+              ("compute/latency_ms_b32", "utility/accuracy"))
     metrics = {
         "utility/accuracy": Metric("higher", "fraction", "test accuracy of the final (pruned and fine-tuned) model"),
         "utility/loss": Metric("lower", "nats", "test cross-entropy of the final model"),
