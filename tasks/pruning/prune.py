@@ -9,7 +9,6 @@ size, classes) on a throw-away copy and cached; the criteria decide *which* chan
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -19,8 +18,6 @@ from torch import nn
 
 from suite.cache import cached_arrays
 from tasks.pruning.models import example_input, macs_and_params
-
-log = logging.getLogger(__name__)
 
 
 def importance(criterion: str) -> tp.importance.Importance:

@@ -4,12 +4,10 @@ fine-tune it, then measure accuracy and inference cost. Loaded by ``PruningTask.
 from __future__ import annotations
 
 import copy
-import logging
 from typing import Any
 
 import timm
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from suite.task import RunContext
@@ -17,10 +15,8 @@ from tasks.pruning import checkpoints, models
 from tasks.pruning.data import Images, load_images
 from tasks.pruning.prune import cached_ratio, make_pruner
 from tasks.pruning.task import PruningConfig, PruningTask
-from tasks.pruning.train import (Trainer, accumulate_gradients, evaluate, recalibrate_batchnorm, steps_per_epoch,
-                                 train)
-
-log = logging.getLogger(__name__)
+from tasks.pruning.train import (Trainer, accumulate_gradients, device_of, evaluate, recalibrate_batchnorm,
+                                 steps_per_epoch, train)
 
 
 def run(config: PruningConfig, ctx: RunContext) -> dict[str, float]:
@@ -53,14 +49,8 @@ def checkpoint_parts(config: PruningConfig, images: Images, *, epochs: int) -> d
             "batch_size": config.batch_size, "optimizer": config.optimizer, "lr": config.lr,
             "weight_decay": config.weight_decay, "bn_recalibration_batches": config.bn_recalibration_batches,
             "pretrained": config.pretrained, "channels_last": config.channels_last,
-            "device": models_device(config), "torch": torch.__version__, "timm": timm.__version__,
+            "device": device_of(config).type, "torch": torch.__version__, "timm": timm.__version__,
             **{f"data_{k}": v for k, v in images.fingerprint.items()}}
-
-
-def models_device(config: PruningConfig) -> str:
-    from tasks.pruning.train import device_of
-
-    return device_of(config).type
 
 
 def trained(model: nn.Module, config: PruningConfig, images: Images, *, epochs: int, ctx: RunContext) -> bool:
@@ -124,8 +114,3 @@ def latency(model: nn.Module, config: PruningConfig) -> dict[str, float]:
            for b in (1, 32)}
     out["compute/latency_threads"] = float(torch.get_num_threads())
     return out
-
-
-def save_pruned(model: nn.Module) -> dict[str, Any]:
-    """torch-pruning's state dict of a pruned model (its modules' attributes included)."""
-    return tp.state_dict(model)
