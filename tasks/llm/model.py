@@ -22,6 +22,7 @@ import json
 import logging
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,16 +68,21 @@ def load_gguf_cached(*, root: Path | None = None) -> LoadedModel:
         "transformers": transformers.__version__, "format": _FORMAT,
     })
     path = (root or cache_root("llm")) / f"{gguf.stem}-{key[:16]}.safetensors"
+    return load_cached(path, lambda: _dequantize(gguf), source=str(gguf))
+
+
+def load_cached(path: Path, build: Callable[[], tuple[Any, Any]], *, source: str) -> LoadedModel:
+    """The model and tokenizer in the cache file ``path``; ``build()`` makes them when it is absent or broken."""
     problem = verify_cache_file(path) if path.exists() else "absent"
     if problem is None:
         model, tokenizer = _load_cache_file(path)
         return LoadedModel(model, tokenizer, str(path), True)
     if problem != "absent":
-        log.warning("model cache %s is unusable (%s): rebuilding it from %s", path, problem, gguf.name)
-    log.info("dequantizing %s (first run: about 40 s)", gguf)
-    model, tokenizer = _dequantize(gguf)
+        log.warning("model cache %s is unusable (%s): rebuilding it from %s", path, problem, source)
+    log.info("building the model cache from %s (the GGUF takes about 40 s on two cores)", source)
+    model, tokenizer = build()
     write_cache_file(path, model, tokenizer)
-    return LoadedModel(model, tokenizer, str(gguf), False)
+    return LoadedModel(model, tokenizer, source, False)
 
 
 def load_hf_dir(model_dir: str | Path) -> LoadedModel:
