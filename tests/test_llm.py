@@ -264,15 +264,3 @@ def test_lm_eval_harness_scores_the_in_memory_model_on_a_local_task(smollm2, tmp
     assert scores["suite_tiny_choice"] == pytest.approx(1.0)  # three questions a 135M model gets right
     with pytest.raises(ValueError, match="not defined"):
         evaluate_harness(smollm2.model, smollm2.tokenizer, tasks=["no_such_task"], task_dir=tmp_path)
-
-
-@pytest.mark.slow
-def test_smollm2_reproduces_license_text_more_than_shuffled_controls(smollm2) -> None:
-    encode = lambda t: smollm2.tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
-    licenses = texts.license_texts()
-    probes = [encode(t) for t in licenses.values()]
-    controls = [encode(texts.shuffle_sentences(t, seed=0)) for t in licenses.values()]
-    torch.set_num_threads(2)
-    result = measure.memorization(smollm2.model, probes, controls, probes_per_text=4, prefix=32, target=50, seed=0)
-    assert result.control_rate == 0.0
-    assert result.rate > result.control_rate
