@@ -166,7 +166,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.build import build_site
     from suite.tracking import Tracker
 
-    tracker = Tracker()
+    tracker = Tracker(write=False)
     index = build_site(tracker, args.out)
     _stdout().print(f"leaderboard written to {index} from {tracker.uri}; open {index.resolve().as_uri()}",
                     soft_wrap=True)
