@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runners.cell import Cell, CellResult, execute
-from runners.outcome import Interrupted, Outcome, open_run, record_result, sigterm_as_interrupt
+from runners.outcome import Outcome, interrupt_name, open_run, record_result, sigterm_as_interrupt
 from suite.errors import UsageError
 from suite.progress import Display
 from suite.tracking import Tracker
@@ -98,6 +98,7 @@ class RayPool:
 
     def run(self, cells: Iterable[Cell], cached: int = 0) -> list[Outcome]:
         queue = list(cells)
+        started = time.monotonic()
         title = f"ray sweep: {len(queue)} to run" + (f", {cached} cached" if cached else "")
         with Display(len(queue), title) as self.display, sigterm_as_interrupt():
             try:
@@ -106,7 +107,7 @@ class RayPool:
                         self._start(queue.pop(0))
                     self._poll(timeout=0.5)
             except KeyboardInterrupt as exc:
-                self._cancel_all(exc.signame if isinstance(exc, Interrupted) else "SIGINT")
+                self._cancel_all(interrupt_name(exc, since=started))
                 raise
         return self.outcomes
 
