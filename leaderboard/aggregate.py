@@ -91,6 +91,7 @@ def _section(task: str, tier: str, version: str, schema: TaskSchema, runs: pd.Da
                          for values in runs[params].itertuples(index=False)]
     runs["used"] = _used(runs)
     runs = _split_privacy(runs)
+    runs["audit_contradicts"] = audit_contradicts(runs)
     columns = _columns(runs, schema)
     configs = _configs(runs, params)
     settings = _settings(configs, params)
@@ -123,6 +124,23 @@ def _split_privacy(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
+AUDIT = "privacy/audit_epsilon_lb"
+CLAIM = "privacy/epsilon"
+
+
+def audit_contradicts(runs: pd.DataFrame) -> pd.Series:
+    """Per run: does its audit's epsilon lower bound (95% confidence) exceed the epsilon it claims?
+
+    Both are compared within one unit of privacy; a run without either value is not contradicted.
+    """
+    out = pd.Series(False, index=runs.index)
+    for column in [c for c in runs if c.startswith(f"metrics.{AUDIT} [")]:
+        claim = column.replace(AUDIT, CLAIM)
+        if claim in runs:
+            out |= (runs[column] > runs[claim]).fillna(False).astype(bool)
+    return out
+
+
 def _columns(runs: pd.DataFrame, schema: TaskSchema) -> list[Column]:
     used = runs[runs["used"]]
     present = [c.removeprefix("metrics.") for c in runs if c.startswith("metrics.") and used[c].notna().any()]
@@ -135,8 +153,9 @@ def _columns(runs: pd.DataFrame, schema: TaskSchema) -> list[Column]:
 
     def order(col: Column) -> tuple:
         axis = AXES.index(col.axis) if col.axis in AXES else len(AXES)
-        first = pareto.index(col.metric) if col.metric in pareto else len(pareto)
-        return axis, first, col.metric, col.privacy_unit or ""
+        metric = CLAIM if col.metric == AUDIT else col.metric  # the audit's bound sits beside the claim
+        first = pareto.index(metric) if metric in pareto else len(pareto)
+        return axis, first, metric, col.privacy_unit or "", col.metric == AUDIT
 
     return sorted(out, key=order)
 
@@ -149,6 +168,9 @@ def _configs(runs: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     configs["seeds"] = runs[runs["used"]].groupby("config_id").size().reindex(configs.index, fill_value=0)
     for status in ("FINISHED", "FAILED", "KILLED"):
         configs[status.lower()] = counts[status].reindex(configs.index, fill_value=0) if status in counts else 0
+    used = runs[runs["used"]]
+    configs["contradicted"] = used.groupby("config_id")["audit_contradicts"].sum().reindex(
+        configs.index, fill_value=0).astype(int)
     configs = configs.reset_index()
     keys = ["method", *_key_order(params)]
     order = sorted(range(len(configs)), key=lambda i: [_natural(configs.loc[i, k]) for k in keys])

@@ -6,8 +6,8 @@ from typing import Any
 
 import pandas as pd
 
-from leaderboard.aggregate import Section, row_label
-from leaderboard.views import column_header, exact, fmt, when
+from leaderboard.aggregate import AUDIT, CLAIM, Section, row_label
+from leaderboard.views import audit_note, column_header, exact, fmt, when
 
 _ENV = (("python", "env_python"), ("torch", "env_torch"), ("cpu", "env_cpu"), ("threads", "env_threads"))
 
@@ -31,7 +31,23 @@ def config_view(section: Section, config: pd.Series) -> dict[str, Any]:
         "runs": [_run(r) for _, r in finished.iterrows()],
         "per_run": _per_run(section, finished),
         "failed": [_failure(r) for _, r in failed.iterrows()],
+        "audit": _audit(finished[finished["used"]]),
     }
+
+
+def _audit(used: pd.DataFrame) -> dict[str, Any]:
+    """Each aggregated run's claimed epsilon and audit bound, and the runs whose claim the audit contradicts."""
+    pairs = [(c, c.replace(AUDIT, CLAIM)) for c in used if c.startswith(f"metrics.{AUDIT} [")]
+    rows = []
+    for lb_col, claim_col in pairs:
+        for _, run in used.iterrows():
+            lb, claim = run.get(lb_col), run.get(claim_col)
+            if pd.isna(lb) or claim is None or pd.isna(claim):
+                continue
+            rows.append({"seed": _text(run["seed"]), "run_id": run["run_id"], "claim": fmt(claim), "lb": fmt(lb),
+                         "contradicted": bool(lb > claim)})
+    contradicted = sum(r["contradicted"] for r in rows)
+    return {"rows": rows, "contradicted": contradicted, "note": audit_note(contradicted, len(rows))}
 
 
 def _aggregates(section: Section, config_id: str) -> list[dict[str, Any]]:

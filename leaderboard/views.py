@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from leaderboard.aggregate import Column, Section, row_label
+from leaderboard.aggregate import AUDIT, CLAIM, Column, Section, row_label
 from leaderboard.summary import headlines
 
 _ARROWS = {"higher": "↑", "lower": "↓"}
@@ -98,15 +98,26 @@ def _row(section: Section, row: pd.Series, root: str) -> dict[str, Any]:
         cells.append({"kind": "setting", "text": "—" if value in ("", "null") else str(value),
                       "value": "" if value in ("", "null") else str(value)})
     cells.append({"kind": "setting", "text": str(int(row["seeds"])), "value": str(int(row["seeds"]))})
+    contradicted = int(row.get("contradicted", 0))
     for col in section.columns:
         mean, half, n = row[f"{col.key} mean"], row[f"{col.key} ci95"], row[f"{col.key} n"]
+        flag = contradicted > 0 and col.metric in (CLAIM, AUDIT) and not pd.isna(mean)
         cells.append({"kind": "metric", "text": fmt(mean), "value": exact(mean),
                       "ci": fmt_ci(half),
                       "n": int(n) if not pd.isna(n) else 0,
-                      "best": row["config_id"] in section.best.get(col.key, set()), "metric": col.key})
+                      "best": row["config_id"] in section.best.get(col.key, set()), "metric": col.key,
+                      "contradicted": flag})
     problems = int(row["failed"]) + int(row["killed"])
     return {"config_id": row["config_id"], "cells": cells, "label": row_label(row, section.settings),
-            "problems": problems}
+            "problems": problems, "contradicted": contradicted, "audit_note": audit_note(contradicted, row["seeds"])}
+
+
+def audit_note(contradicted: int, seeds: Any) -> str:
+    """The flag of a claim the audit contradicts: in how many of the aggregated runs."""
+    if not contradicted:
+        return ""
+    return (f"claim contradicted: in {contradicted} of {int(seeds)} runs the audit's 95% lower bound on epsilon "
+            "exceeds the epsilon claimed")
 
 
 def headline_view(section: Section, root: str = "") -> list[dict[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,11 +42,15 @@ class Interrupted(KeyboardInterrupt):
         self.signame = signame
 
 
+_SIGTERMS_RECEIVED: list[float] = []  # when SIGTERM arrived, for interrupt_name
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into :class:`Interrupted` for the duration of the block."""
 
     def handler(signum: int, frame: object) -> None:
+        _SIGTERMS_RECEIVED.append(time.monotonic())
         raise Interrupted("SIGTERM")
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -53,6 +58,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def interrupt_name(exc: KeyboardInterrupt, since: float) -> str:
+    """The signal behind ``exc``. Ray's client, interrupted inside ``ray.wait``, raises a fresh
+    KeyboardInterrupt of its own, so a SIGTERM received since ``since`` is looked up too."""
+    if isinstance(exc, Interrupted):
+        return exc.signame
+    return "SIGTERM" if any(t >= since for t in _SIGTERMS_RECEIVED) else "SIGINT"
 
 
 def open_run(tracker: Tracker, cell: Cell) -> str:

@@ -7,6 +7,7 @@
   libraries once, with a time limit: a hung cell is killed and recorded FAILED, and the
   sweep goes on.
 * ``jobs`` cells run at once. Workers only compute; this process does every MLflow write.
+* ``ray_address``: the same, with the cells as tasks on a Ray cluster (runners/ray.py).
 """
 
 from __future__ import annotations
@@ -57,9 +58,13 @@ class _Active:
     started: float
 
 
-def run_sweep(cells: Iterable[Cell], *, tracker: Tracker, jobs: int = 1, force: bool = False,
-              preload: Iterable[str] = ()) -> list[Outcome]:
-    """Run the cells that lack a FINISHED run; return an outcome for every cell."""
+def run_sweep(cells: Iterable[Cell], *, tracker: Tracker, jobs: int | None = 1, force: bool = False,
+              preload: Iterable[str] = (), ray_address: str | None = None) -> list[Outcome]:
+    """Run the cells that lack a FINISHED run; return an outcome for every cell.
+
+    With ``ray_address`` the cells run as tasks on that Ray cluster (runners/ray.py), at most
+    ``jobs`` at once (None: one per CPU of the cluster), else in local worker processes.
+    """
     cells = list(cells)
     families = sorted({c.task for c in cells})
     tracker.reap_stale(families)
@@ -75,8 +80,12 @@ def run_sweep(cells: Iterable[Cell], *, tracker: Tracker, jobs: int = 1, force: 
             outcomes.append(Outcome(cell, "BUSY", reason="another live process is running this cell"))
         else:
             pending.append(cell)
-    if pending:
-        outcomes.extend(_Pool(tracker, jobs, preload).run(pending, cached=len(cells) - len(pending)))
+    if pending and ray_address:
+        from runners.ray import RayPool
+
+        outcomes.extend(RayPool(tracker, ray_address, jobs).run(pending, cached=len(cells) - len(pending)))
+    elif pending:
+        outcomes.extend(_Pool(tracker, jobs or 1, preload).run(pending, cached=len(cells) - len(pending)))
     for family in families:
         link_slowdowns(tracker, family)
     return outcomes

@@ -3,7 +3,7 @@
     suite list
     suite show dpsgd [--tier quick]
     suite run dpsgd --set method=dpsgd --set epsilon=3 [--force]
-    suite sweep [dpsgd ...] [--tier quick] [--jobs 2]
+    suite sweep [dpsgd ...] [--tier quick] [--jobs 2] [--ray-address 127.0.0.1:6379]
     suite leaderboard [--out site]
 
 Exit status: 0 when all went well, 1 when a run failed, 2 for bad input (nothing is run
@@ -63,11 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run the grid of a tier for some or all tasks")
     p.add_argument("tasks", nargs="*", help="task names (default: all)")
     p.add_argument("--tier", default="quick")
-    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="cells run in parallel (default 1; with --ray-address, the cluster's CPUs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key in every cell")
     p.add_argument("--force", action="store_true", help="rerun cells that already have a FINISHED run")
     p.add_argument("--timeout", type=float, default=None, help="per-cell time limit in seconds (default: tier's)")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="run the cells as tasks on this existing Ray cluster (e.g. 127.0.0.1:6379)")
     p.set_defaults(handler=_cmd_sweep)
 
     p = sub.add_parser("leaderboard", help="render finished runs into a static site")
@@ -148,12 +151,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     names = args.tasks or discover().names()
     tasks = [get_task(n) for n in names]
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    jobs = args.jobs if args.jobs is not None or args.ray_address else 1
+    if args.ray_address:
+        from runners.ray import probe
+
+        probe(args.ray_address)  # before anything is planned or opened
     cells = plan(tasks, args.tier, parse_overrides(args.overrides), timeout_s=args.timeout)
     preload = [m for t in tasks for m in t.preload]
     tracker = Tracker()
-    outcomes = run_sweep(cells, tracker=tracker, jobs=args.jobs, force=args.force, preload=preload)
+    outcomes = run_sweep(cells, tracker=tracker, jobs=jobs, force=args.force, preload=preload,
+                         ray_address=args.ray_address)
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
@@ -166,7 +175,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.build import build_site
     from suite.tracking import Tracker
 
-    tracker = Tracker()
+    tracker = Tracker(write=False)
     index = build_site(tracker, args.out)
     _stdout().print(f"leaderboard written to {index} from {tracker.uri}; open {index.resolve().as_uri()}",
                     soft_wrap=True)

@@ -68,6 +68,14 @@ def torchvision_split(name: str, root: Path, *, download: bool = False) -> tuple
         train = cls(str(root), train=True, transform=tf, download=download)
         test = cls(str(root), train=False, transform=tf, download=download)
     except RuntimeError as exc:
+        folder = root / cls_name
+        if folder.is_dir() and any(p.is_file() for p in folder.rglob("*")):
+            raise ValueError(f"{cls_name} files under {folder} are corrupt or truncated ({exc}); delete {folder} and "
+                             "place fresh torchvision files there, or run with --set download=true where the "
+                             "network allows") from None
         raise FileNotFoundError(f"{cls_name} not found under {root} ({exc}); place the torchvision files there "
                                 "or run with --set download=true where the network allows") from None
+    except (ValueError, EOFError, OSError) as exc:  # a file that parses as the wrong thing
+        raise ValueError(f"{cls_name} files under {root / cls_name} are unreadable ({exc}); delete them and place "
+                         "fresh torchvision files there, or run with --set download=true") from None
     return train, test, n_classes

@@ -107,20 +107,55 @@ def _store_init_lock(db: Path | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _check_sqlite_store(uri: str, db: Path, write: bool) -> None:
+    """A missing or read-only store folder or file is named, with the fix, before MLflow touches it."""
+    if not db.parent.is_dir():
+        raise TrackingError(f"MLflow store {uri}: folder {db.parent} does not exist; create it or "
+                            "set MLFLOW_TRACKING_URI to a writable location")
+    if not write:
+        return
+    # os.access also reports a read-only file system to root, whom file modes do not stop.
+    if not os.access(db.parent, os.W_OK):
+        raise TrackingError(f"MLflow store {uri}: folder {db.parent} is read-only (SQLite needs to write the store "
+                            "and its lock and journal files beside it); make it writable, or set "
+                            "MLFLOW_TRACKING_URI to a writable location. Runs already in the store are untouched.")
+    if db.exists() and not os.access(db, os.W_OK):
+        raise TrackingError(f"MLflow store {uri}: the file {db} is read-only; make it writable (chmod u+w), or "
+                            "set MLFLOW_TRACKING_URI to a writable location. Runs already in it are untouched.")
+
+
+def _check_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds when the tracking server is down, instead of after minutes of MLflow's HTTP retries."""
+    import requests
+
+    try:
+        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server {uri} ({type(exc).__name__}: {exc}); start it "
+            "(mlflow server --host HOST --port PORT) or fix MLFLOW_TRACKING_URI (unset it to use ./mlflow.db)"
+        ) from None
+    if response.status_code != 200:
+        raise TrackingError(f"{uri} answered /health with HTTP {response.status_code}: is it an MLflow tracking "
+                            "server? Fix MLFLOW_TRACKING_URI (unset it to use ./mlflow.db)")
+
+
 class Tracker:
     """Opens, finishes and queries the suite's MLflow runs."""
 
-    def __init__(self, uri: str | None = None) -> None:
+    def __init__(self, uri: str | None = None, *, write: bool = True) -> None:
+        """``write=False``: the caller only reads (the leaderboard), so a read-only store is fine."""
         self.uri = uri or tracking_uri()
         _quiet_mlflow()
         from mlflow.tracking import MlflowClient
 
         db = _sqlite_path(self.uri)
-        if db is not None and not db.parent.is_dir():
-            raise TrackingError(f"MLflow store {self.uri}: folder {db.parent} does not exist; create it or "
-                                "set MLFLOW_TRACKING_URI to a writable location")
+        if db is not None:
+            _check_sqlite_store(self.uri, db, write)
+        elif self.uri.startswith(("http://", "https://")):
+            _check_server(self.uri)
         try:
-            with _store_init_lock(db):
+            with _store_init_lock(db if write else None):  # a reader creates nothing
                 self.client = MlflowClient(self.uri)
                 _retry(self.client.search_experiments, max_results=1)
         except Exception as exc:

@@ -8,7 +8,7 @@ from runners.cell import Cell, execute
 from suite.privacy import dpsgd_epsilon
 from suite.task import get_task
 
-SMALL = {"epochs": 1, "train_subset": 256, "batch_size": 32}
+SMALL = {"epochs": 1, "train_subset": 256, "batch_size": 32, "audit_canaries": 0}  # no canaries: exact sizes
 
 
 @pytest.mark.parametrize("mode", ["hooks", "functorch", "ghost"])
@@ -57,7 +57,7 @@ def test_mnist_loader_reads_local_torchvision_files(tmp_path, monkeypatch) -> No
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([0x801, n], dtype=">i4").tobytes() + labels.tobytes())
     monkeypatch.setenv("SUITE_DATA", str(tmp_path))
     task = get_task("dpsgd")
-    config = task.resolve("full", {"epochs": 1, "batch_size": 16, "device": "cpu", "epsilon": 8.0})
+    config = task.resolve("full", {"epochs": 1, "batch_size": 16, "device": "cpu", "epsilon": 8.0, "audit_canaries": 0})
     m = execute(Cell.make(task, "full", config), threads=1).metrics
     assert m["privacy/sample_rate"] == pytest.approx(16 / 64)
     assert m["compute/params"] == sum([16 * 1 * 64 + 16, 32 * 16 * 16 + 32, 512 * 32 + 32, 32 * 10 + 10])

@@ -335,3 +335,19 @@ def test_reported_rr_epsilons_come_from_the_mechanisms_distributions() -> None:
     assert m.rr_prior_epsilon(epsilon=3.0, ks=np.array([1, 2, 7]), n_classes=10) == pytest.approx(3.0, rel=1e-12)
     # a mechanism that never answers some output for one label but does for another is not DP
     assert m.worst_case_epsilon(np.array([[1.0, 0.0], [0.5, 0.5]])) == float("inf")
+
+
+# --------------------------------------------------------------------------- planted bug
+
+
+def test_canary_audit_catches_randomized_response_that_never_flips(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RR that returns every label unchanged still reports its claim; the canaries expose it."""
+    task = get_task("labeldp")
+    config = task.resolve("quick", {"method": "rr", "epsilon": 0.5, "train_subset": 400, "n_canaries": 40,
+                                     "epochs": 60})
+    honest = execute(Cell.make(task, "quick", config), threads=1).metrics
+    assert honest["privacy/audit_epsilon_lb"] < honest["privacy/epsilon"] == pytest.approx(0.5)
+    monkeypatch.setattr(mech, "randomized_response", lambda labels, *, epsilon, k, rng: labels.copy())
+    broken = execute(Cell.make(task, "quick", config), threads=1).metrics
+    assert broken["privacy/epsilon"] == pytest.approx(0.5)
+    assert broken["privacy/audit_epsilon_lb"] > broken["privacy/epsilon"]

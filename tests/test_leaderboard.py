@@ -153,6 +153,37 @@ def test_privacy_units_are_never_mixed(site) -> None:
     assert "ε = 1.0 [example]" in index and "ε = 1.0 [label]" in index and "non-private" in index
 
 
+def test_audit_bound_sits_beside_each_claim_and_contradictions_are_flagged(site) -> None:
+    page = _read(site / "tasks" / "privtoy.html")
+    names, rows = board(page)
+    for unit in ("example", "label"):
+        claim = names.index(f"privacy/epsilon [{unit}]")
+        assert names[claim + 1] == f"privacy/audit_epsilon_lb [{unit}]"
+    by_method = {r["method"]["data-value"]: r for r in rows}
+    dp, rr = by_method["dpsgd"], by_method["rr"]
+    assert float(dp["privacy/audit_epsilon_lb [example]"]["data-value"]) == pytest.approx(0.9)  # mean of 0.3, 1.5
+    # dpsgd: one of two runs has a bound (1.5) above its claim (0.98): flagged; rr's bounds are below: not
+    assert "contradicted" in dp["privacy/epsilon [example]"]["class"]
+    assert "contradicted" in dp["privacy/audit_epsilon_lb [example]"]["class"]
+    assert "audit contradicts claim" in dp["method"]["text"] and "in 1 of 2 runs" in dp["privacy/epsilon [example]"]["title"]
+    assert not any("contradicted" in cell.get("class", "") for cell in rr.values())
+    assert "audit contradicts claim" not in rr["method"]["text"]
+    flagged = _config_page_by_method(site, "privtoy", "dpsgd").read_text()
+    assert 'id="audit-flag"' in flagged and "in 1 of 2 runs" in flagged
+    audit = next(t for t in Page(flagged).tables if "audit" in t["class"])
+    verdicts = sorted((row[2]["text"], row[3]["text"], row[4]["text"].strip()) for row in audit["rows"])
+    assert verdicts == [("0.98", "1.5", "contradicted"), ("0.99", "0.3", "consistent")]
+    clean = _config_page_by_method(site, "privtoy", "rr").read_text()
+    assert 'id="audit-flag"' not in clean and clean.count(">consistent<") == 2
+
+
+def _config_page_by_method(site: Path, task: str, method: str) -> Path:
+    text = (site / "tasks" / f"{task}.html").read_text()
+    rows = re.findall(r'<tr data-config="([0-9a-f]+)">(.*?)</tr>', text, flags=re.S)
+    config_id = next(cid for cid, body in rows if f'<td data-value="{method}" class="cfg">' in body)
+    return site / "config" / f"{config_id}.html"
+
+
 def test_dpsgd_has_its_pareto_plots_and_headline(site) -> None:
     text = (site / "tasks" / "dpsgd.html").read_text()
     svgs = re.findall(r'src="\.\./plots/([^"]+\.svg)"', text)

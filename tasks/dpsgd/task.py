@@ -33,6 +33,8 @@ class DPSGDConfig(TaskConfig):
     max_grad_norm: float | None = Field(1.0, gt=0)  # per-sample clipping bound C (dpsgd only)
     grad_sample_mode: Literal["hooks", "functorch", "ghost"] | None = "hooks"  # how Opacus gets per-sample norms
     accountant: Literal["rdp", "prv"] | None = "rdp"  # accountant for calibration and the reported epsilon
+    audit_canaries: int = Field(0, ge=0)  # one-run audit: crafted canaries, each trained on with probability 1/2
+    audit_guesses: int | None = Field(None, ge=2)  # guesses (half IN, half OUT) of the audit; default half the canaries
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks cuda when available
 
     @model_validator(mode="before")
@@ -42,6 +44,13 @@ class DPSGDConfig(TaskConfig):
         if isinstance(values, dict) and values.get("method") == "nonprivate":
             values = {**values, **{k: None for k in _DP_KEYS}}
         return values
+
+    @model_validator(mode="after")
+    def _guesses_fit_canaries(self) -> DPSGDConfig:
+        if self.audit_guesses is not None and self.audit_guesses > self.audit_canaries:
+            raise ValueError(f"audit_guesses ({self.audit_guesses}) cannot exceed audit_canaries "
+                             f"({self.audit_canaries})")
+        return self
 
     @model_validator(mode="after")
     def _dpsgd_needs_budget(self) -> DPSGDConfig:
@@ -70,6 +79,11 @@ class DPSGDTask(Task):
         "privacy/sample_rate": Metric("none", "q", "Poisson sampling rate"),
         "privacy/steps": Metric("none", "steps", "optimizer steps taken"),
         "privacy/max_grad_norm": Metric("none", "C", "per-sample clipping bound"),
+        "privacy/audit_epsilon_lb": Metric("none", "epsilon",
+                                           "one-run audit: epsilon lower bound at 95% confidence (Steinke et al. 2023)"),
+        "privacy/audit_canaries": Metric("none", "count", "one-run audit: canaries, each trained on with probability 1/2"),
+        "privacy/audit_guesses": Metric("none", "count", "one-run audit: membership guesses made (the rest abstain)"),
+        "privacy/audit_correct": Metric("none", "count", "one-run audit: correct membership guesses"),
         "compute/train_flops": Metric("lower", "FLOP", "forward+backward FLOPs over all training steps"),
         "compute/inference_flops": Metric("lower", "FLOP", "forward FLOPs of one example"),
         "compute/params": Metric("lower", "count", "trainable parameters"),

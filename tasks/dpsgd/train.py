@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from opacus import PrivacyEngine
 from torch import nn
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Subset, TensorDataset
 
 from suite import data
+from suite.audit import audit_scores
 from suite.meters import count_flops, model_size
 from suite.privacy import dpsgd_epsilon
 from suite.task import RunContext
@@ -40,6 +41,9 @@ def train_and_evaluate(config: DPSGDConfig, ctx: RunContext) -> dict[str, float]
     torch.manual_seed(config.seed)
     with ctx.phase("setup"):
         train_set, test_set, n_classes = _datasets(config)
+        train_set, canaries = _canaries(config, train_set, n_classes)
+        if canaries is not None:
+            train_set = ConcatDataset([train_set, canaries.trained()])
         setup = _make_private(config, train_set, MODELS[config.dataset](n_classes).to(device))
         metrics = _flops(setup, train_set, device)
     with ctx.phase("train"):
@@ -51,7 +55,56 @@ def train_and_evaluate(config: DPSGDConfig, ctx: RunContext) -> dict[str, float]
     metrics["compute/throughput"] = examples / ctx.phases["train"]
     if setup.engine is not None:
         metrics.update(_privacy(config, setup, steps))
+    if canaries is not None:
+        with ctx.phase("audit"):
+            metrics.update(_audit(config, setup.model, canaries, device))
     return metrics
+
+
+@dataclass
+class _Canaries:
+    """Mislabeled examples; the ``included`` ones join the training set."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    included: torch.Tensor  # bool, each True with probability 1/2
+
+    def trained(self) -> TensorDataset:
+        return TensorDataset(self.x[self.included], self.y[self.included])
+
+
+def _canaries(config: DPSGDConfig, train_set: Any, n_classes: int) -> tuple[Any, _Canaries | None]:
+    """The training set without the canaries' source examples, and the audit's canaries.
+
+    Canaries are real training images with a wrong label (drawn from their own generator, the
+    run's seed): a model that memorizes individual examples fits the wrong label of the
+    included ones, while on excluded ones it predicts the true class.
+    """
+    m = config.audit_canaries
+    if m == 0:
+        return train_set, None
+    if m > len(train_set) // 2:
+        raise ValueError(f"audit_canaries={m} needs at least {2 * m} training examples, got {len(train_set)}")
+    generator = torch.Generator().manual_seed(10_007 * config.seed + 17)
+    order = torch.randperm(len(train_set), generator=generator)
+    picked, kept = order[:m].tolist(), sorted(order[m:].tolist())
+    x = torch.stack([torch.as_tensor(train_set[i][0]) for i in picked])
+    true = torch.as_tensor([int(train_set[i][1]) for i in picked])
+    y = (true + torch.randint(1, n_classes, (m,), generator=generator)) % n_classes
+    included = torch.rand(m, generator=generator) < 0.5
+    return Subset(train_set, kept), _Canaries(x, y, included)
+
+
+@torch.no_grad()
+def _audit(config: DPSGDConfig, model: nn.Module, canaries: _Canaries, device: torch.device) -> dict[str, float]:
+    """Score each canary by minus its loss on its own label; guess IN on the highest, OUT on the lowest."""
+    model.eval()
+    logits = model(canaries.x.to(device))
+    scores = -nn.functional.cross_entropy(logits, canaries.y.to(device), reduction="none")
+    guesses = config.audit_guesses or max(2, config.audit_canaries // 2)
+    result = audit_scores(scores.cpu().numpy(), canaries.included.numpy(), k_in=guesses // 2,
+                          k_out=guesses - guesses // 2, delta=config.delta or 0.0)
+    return result.metrics()
 
 
 def _device(choice: str) -> torch.device:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -40,3 +41,25 @@ class ToyTask(Task):
                 raise RuntimeError("planned crash of the toy task")
         value = float("nan") if config.method == "nan" else config.value + config.seed / 100
         return {"utility/accuracy": value, "compute/steps": float(steps)}
+
+
+@register_task("toyload")
+class ToyLoadTask(ToyTask):
+    """The toy task with a 200-cell quick grid, for load tests (benchmarks/load.py)."""
+
+    description = "test task: 200 instant cells"
+
+    @classmethod
+    def config_dir(cls) -> Path:
+        return Path(__file__).resolve().parent / "load_configs"
+
+
+@register_task("toyfault")
+class ToyFaultTask(ToyTask):
+    """The toy task with a 24-cell quick grid of short cells, for fault injection."""
+
+    description = "test task: 24 short cells"
+
+    @classmethod
+    def config_dir(cls) -> Path:
+        return Path(__file__).resolve().parent / "fault_configs"
