@@ -45,7 +45,7 @@ def _running_of(db: Path, pid: int) -> bool:
     return any(r.data.tags.get("suite.pid") == str(pid) for r in runs)
 
 
-def _kill_at_random_moments(tmp_path: Path, trials: int, seed: int) -> dict[str, int]:
+def _kill_at_random_moments(tmp_path: Path, trials: int, seed: int, *extra: str) -> dict[str, int]:
     """Start the sweep and SIGKILL it, ``trials`` times, then let it finish.
 
     One kill in five lands at a random moment of start-up (opening the store, planning, reaping);
@@ -57,7 +57,7 @@ def _kill_at_random_moments(tmp_path: Path, trials: int, seed: int) -> dict[str,
     seen: set[str] = set()
     exited = mid_sweep = 0
     for _ in range(trials):
-        proc = suite_popen(*FAULT_ARGS, cwd=tmp_path)
+        proc = suite_popen(*FAULT_ARGS, *extra, cwd=tmp_path)
         in_startup = rng.random() < 0.2
         deadline = time.monotonic() + (rng.uniform(0.0, 4.0) if in_startup else 120)
         while proc.poll() is None and time.monotonic() < deadline:
@@ -72,7 +72,7 @@ def _kill_at_random_moments(tmp_path: Path, trials: int, seed: int) -> dict[str,
             proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         seen |= _finished_ids(db)
-    resumed = suite_cli(*FAULT_ARGS, cwd=tmp_path, timeout=240)
+    resumed = suite_cli(*FAULT_ARGS, *extra, cwd=tmp_path, timeout=240)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     tracker = Tracker(f"sqlite:///{db}")
     by_hash = statuses(tracker, "toyfault")
@@ -95,7 +95,9 @@ def test_sweep_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # 25 interpreter start-ups: minutes on a busy machine
 def test_sweep_survives_twenty_five_sigkills(tmp_path: Path) -> None:
-    summary = _kill_at_random_moments(tmp_path, trials=25, seed=2)
+    # 1 s cells: a kill up to 2 s into the sweep lets a cell or two finish, so the 24 cells last
+    # about as many trials and most kills land mid-sweep (with 0.2 s cells the sweep was done by trial ~15).
+    summary = _kill_at_random_moments(tmp_path, 25, 2, "--set", "sleep_s=1.0")
     print("fault injection:", summary)
     assert summary["killed_mid_sweep"] >= 15 and summary["runs_reaped_killed"] >= 15, summary
 
