@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,10 +39,18 @@ def suite_cli(*args: str, cwd: Path, timeout: float = 300, **popen: object) -> s
                           text=True, timeout=timeout, **popen)
 
 
+def _default_sigint() -> None:
+    # Ray, started in this test process by the fl and Ray tests, sets SIGINT to "ignore", and an
+    # ignored signal stays ignored across exec: the child would never see Ctrl-C. A user's shell
+    # starts `suite` with the default disposition; so does this.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def suite_popen(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
     return subprocess.Popen([sys.executable, "-m", "suite.cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def statuses(tracker, family: str) -> dict[str, list[str]]:
