@@ -202,6 +202,10 @@ def test_memorization_counts_exact_continuations_only() -> None:
     memorized = doc[:8] + generated[0].tolist()  # what the model reproduces from this prefix, by construction
     result = measure.memorization(model, [memorized], [doc], probes_per_text=1, prefix=8, target=30, seed=0)
     assert result.rate == 1.0 and result.control_rate == 0.0 and result.probes == 1
+    assert result.matched == 30
+    # the control's matched prefix is where the model's own continuation first leaves the true text
+    first_miss = next((i for i, (g, t) in enumerate(zip(generated[0].tolist(), doc[8:38])) if g != t), 30)
+    assert result.control_matched == first_miss < 30
 
 
 def test_probe_positions_depend_on_the_seed_only() -> None:

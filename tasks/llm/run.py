@@ -53,6 +53,8 @@ def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
         "privacy/memorization_control": mem.control_rate,
         "privacy/memorization_excess": mem.rate - mem.control_rate,
         "privacy/memorization_probes": float(mem.probes),
+        "privacy/memorization_matched_tokens": mem.matched,
+        "privacy/memorization_matched_control": mem.control_matched,
     }
     if config.lm_eval_tasks:
         from tasks.llm.harness import evaluate_harness

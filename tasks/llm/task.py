@@ -93,6 +93,9 @@ class LLMTask(Task):
         "privacy/memorization_control": Metric("none", "fraction", "the same on sentence-shuffled license texts"),
         "privacy/memorization_excess": Metric("lower", "fraction", "memorization rate minus control rate"),
         "privacy/memorization_probes": Metric("none", "count", "probes per kind (license, control)"),
+        "privacy/memorization_matched_tokens": Metric("lower", "tokens", "mean verbatim prefix of the greedy "
+                                                      "continuation of license probes (before the first miss)"),
+        "privacy/memorization_matched_control": Metric("none", "tokens", "the same on sentence-shuffled controls"),
     }
 
     def run(self, config: LLMConfig, ctx: RunContext) -> dict[str, float]:
