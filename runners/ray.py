@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from runners.cell import Cell, CellResult, execute
-from runners.outcome import Outcome, interrupt_name, open_run, record_result, sigterm_as_interrupt
+from runners.outcome import record_result
+from runners.pool import Active, CellPool
 from suite.errors import UsageError
-from suite.progress import Display
 from suite.tracking import Tracker
 
 # Passed on to every Ray worker, so that it registers the same tasks and finds the same data.
@@ -73,65 +70,32 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
                          "--ray-address") from None
 
 
-@dataclass
-class _Active:
-    cell: Cell
-    run_id: str
-    ref: Any
-    started: float
-
-
-class RayPool:
+class RayPool(CellPool):
     """Runs cells as Ray tasks, at most ``jobs`` at once (default: the cluster's CPUs), and records them."""
+
+    title = "ray sweep"
 
     def __init__(self, tracker: Tracker, address: str, jobs: int | None = None) -> None:
         import ray
 
         resources = connect(address)
+        super().__init__(tracker, jobs or max(1, int(resources.get("CPU", 1))))
         self.ray = ray
-        self.tracker = tracker
-        self.jobs = jobs or max(1, int(resources.get("CPU", 1)))
         # A crashed cell is a FAILED result, never silently retried elsewhere.
         self.remote = ray.remote(num_cpus=1, max_retries=0)(_run_cell)
-        self.active: dict[Any, _Active] = {}
-        self.outcomes: list[Outcome] = []
 
-    def run(self, cells: Iterable[Cell], cached: int = 0) -> list[Outcome]:
-        queue = list(cells)
-        started = time.monotonic()
-        title = f"ray sweep: {len(queue)} to run" + (f", {cached} cached" if cached else "")
-        with Display(len(queue), title) as self.display, sigterm_as_interrupt():
-            try:
-                while queue or self.active:
-                    while queue and len(self.active) < self.jobs:
-                        self._start(queue.pop(0))
-                    self._poll(timeout=0.5)
-            except KeyboardInterrupt as exc:
-                self._cancel_all(interrupt_name(exc, since=started))
-                raise
-        return self.outcomes
+    def _launch(self, cell: Cell) -> tuple[Any, None]:
+        return self.remote.options(name=cell.label()[:100]).remote(cell, cell.threads or 1), None
 
-    def _start(self, cell: Cell) -> None:
-        run_id = open_run(self.tracker, cell)
-        ref = self.remote.options(name=cell.label()[:100]).remote(cell, cell.threads or 1)
-        self.active[ref] = _Active(cell, run_id, ref, time.monotonic())
-        self.display.cell_started(ref, cell.label())
-
-    def _poll(self, timeout: float) -> None:
+    def _ready(self, timeout: float) -> list[Any]:
         ready, _ = self.ray.wait(list(self.active), num_returns=1, timeout=timeout)
-        for ref in ready:
-            self._receive(self.active[ref])
-        now = time.monotonic()
-        for item in list(self.active.values()):
-            if now - item.started > item.cell.timeout_s:
-                self.ray.cancel(item.ref, force=True)  # kills the worker process running it
-                self._end(item, "FAILED", f"timeout: killed after {item.cell.timeout_s:g} s")
+        return ready
 
-    def _receive(self, item: _Active) -> None:
+    def _receive(self, item: Active) -> None:
         from ray.exceptions import RayTaskError
 
         try:
-            result = self.ray.get(item.ref)
+            result = self.ray.get(item.key)
         except RayTaskError as exc:  # the task raised: its exception and traceback, as the local pool reports
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
             self._end(item, "FAILED", f"{type(cause).__name__}: {cause}\n{exc}")  # with the remote traceback
@@ -142,17 +106,5 @@ class RayPool:
         record_result(self.tracker, item.run_id, item.cell, result)
         self._end(item, "FINISHED", metrics=result.metrics)
 
-    def _end(self, item: _Active, status: str, reason: str = "", metrics: dict[str, float] | None = None) -> None:
-        from runners.sweep import describe
-
-        if status != "FINISHED":
-            self.tracker.end(item.run_id, status, reason)
-        del self.active[item.ref]
-        outcome = Outcome(item.cell, status, item.run_id, metrics or {}, reason, time.monotonic() - item.started)
-        self.outcomes.append(outcome)
-        self.display.cell_ended(item.ref, describe(outcome))
-
-    def _cancel_all(self, signame: str) -> None:
-        for item in list(self.active.values()):
-            self.ray.cancel(item.ref, force=True)
-            self._end(item, "KILLED", f"interrupted by {signame}")
+    def _stop(self, item: Active) -> None:
+        self.ray.cancel(item.key, force=True)  # kills the worker process running it

@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import time
 from collections.abc import Iterable, Mapping, Sequence
-
-from rich.markup import escape
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from runners import worker
 from runners.cell import Cell
-from runners.outcome import Interrupted, Outcome, open_run, record_result, sigterm_as_interrupt
+from runners.outcome import Outcome, record_result
+from runners.pool import Active, CellPool
 from runners.references import link_slowdowns
 from suite.config import build_config, expand_grid
 from suite.errors import ConfigError
-from suite.progress import Display
 from suite.task import Task
 from suite.tracking import Tracker, owner_alive
 
@@ -47,15 +43,6 @@ def plan(tasks: Sequence[type[Task]], tier: str, overrides: Mapping[str, Any] | 
             cell = Cell.make(task, tier, config, timeout_s)
             cells.setdefault(cell.hash, cell)
     return list(cells.values())
-
-
-@dataclass
-class _Active:
-    cell: Cell
-    run_id: str
-    process: Any
-    conn: Connection
-    started: float
 
 
 def run_sweep(cells: Iterable[Cell], *, tracker: Tracker, jobs: int | None = 1, force: bool = False,
@@ -91,60 +78,35 @@ def run_sweep(cells: Iterable[Cell], *, tracker: Tracker, jobs: int | None = 1, 
     return outcomes
 
 
-class _Pool:
+class _Pool(CellPool):
     """Runs cells in forkserver workers, ``jobs`` at a time, and records them."""
 
     def __init__(self, tracker: Tracker, jobs: int, preload: Iterable[str]) -> None:
         if jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-        self.tracker = tracker
-        self.jobs = jobs
+        super().__init__(tracker, jobs)
         self.threads = max(1, (os.cpu_count() or 1) // jobs)
         self.ctx = mp.get_context("forkserver")
         self.ctx.set_forkserver_preload(["runners.worker", *preload])
-        self.active: dict[Connection, _Active] = {}
-        self.outcomes: list[Outcome] = []
 
-    def run(self, cells: list[Cell], cached: int = 0) -> list[Outcome]:
-        queue = list(cells)
-        title = f"sweep: {len(cells)} to run" + (f", {cached} cached" if cached else "")
-        with Display(len(cells), title) as self.display, sigterm_as_interrupt():
-            try:
-                while queue or self.active:
-                    while queue and len(self.active) < self.jobs:
-                        self._start(queue.pop(0))
-                    self._poll(timeout=0.5)
-            except KeyboardInterrupt as exc:
-                self._kill_all(exc.signame if isinstance(exc, Interrupted) else "SIGINT")
-                raise
-        return self.outcomes
-
-    def _start(self, cell: Cell) -> None:
-        run_id = open_run(self.tracker, cell)
+    def _launch(self, cell: Cell) -> tuple[Connection, Any]:
         parent, child = self.ctx.Pipe(duplex=False)
-        threads = cell.threads or self.threads
-        process = self.ctx.Process(target=worker.main, args=(cell, threads, child), daemon=True)
+        process = self.ctx.Process(target=worker.main, args=(cell, cell.threads or self.threads, child), daemon=True)
         process.start()
         child.close()
-        self.active[parent] = _Active(cell, run_id, process, parent, time.monotonic())
-        self.display.cell_started(parent, cell.label())
+        return parent, process
 
-    def _poll(self, timeout: float) -> None:
-        for conn in wait(list(self.active), timeout=timeout):
-            self._receive(self.active[conn])
-        now = time.monotonic()
-        for item in list(self.active.values()):
-            if now - item.started > item.cell.timeout_s:
-                item.process.kill()
-                self._end(item, "FAILED", f"timeout: killed after {item.cell.timeout_s:g} s")
+    def _ready(self, timeout: float) -> list[Connection]:
+        return wait(list(self.active), timeout=timeout)  # type: ignore[arg-type]
 
-    def _receive(self, item: _Active) -> None:
+    def _receive(self, item: Active) -> None:
+        conn = item.key
         try:
-            while item.conn.poll():
-                message = item.conn.recv()
+            while conn.poll():
+                message = conn.recv()
                 kind = message[0]
                 if kind == "progress":
-                    self.display.cell_progress(item.conn, *message[1:])
+                    self.display.cell_progress(conn, *message[1:])
                 elif kind == "result":
                     record_result(self.tracker, item.run_id, item.cell, message[1])
                     self._end(item, "FINISHED", metrics=message[1].metrics)
@@ -153,36 +115,13 @@ class _Pool:
                     self._end(item, "FAILED", message[1])
                     return
         except (EOFError, OSError):
-            item.process.join(5)
-            code = item.process.exitcode
+            item.handle.join(5)
+            code = item.handle.exitcode
             self._end(item, "FAILED", f"worker process died (exit code {code}) before sending a result")
 
-    def _end(self, item: _Active, status: str, reason: str = "", metrics: dict[str, float] | None = None) -> None:
-        if status != "FINISHED":
-            self.tracker.end(item.run_id, status, reason)
-        item.conn.close()
-        item.process.join(10)
-        del self.active[item.conn]
-        wall = time.monotonic() - item.started
-        outcome = Outcome(item.cell, status, item.run_id, metrics or {}, reason, wall)
-        self.outcomes.append(outcome)
-        self.display.cell_ended(item.conn, describe(outcome))
+    def _stop(self, item: Active) -> None:
+        item.handle.kill()
 
-    def _kill_all(self, signame: str) -> None:
-        for item in list(self.active.values()):
-            item.process.kill()
-            self._end(item, "KILLED", f"interrupted by {signame}")
-
-
-_HEADLINE = ("utility/accuracy", "privacy/epsilon")
-
-
-def describe(outcome: Outcome) -> str:
-    """One line per ended cell, for the log above the progress bars."""
-    mark = {"FINISHED": "[green]done[/]", "FAILED": "[red]FAILED[/]", "KILLED": "[yellow]KILLED[/]"}.get(
-        outcome.status, outcome.status)
-    shown = " ".join(f"{k.split('/')[1]}={outcome.metrics[k]:.4g}" for k in _HEADLINE if k in outcome.metrics)
-    line = f"{mark} {escape(outcome.cell.label())} {shown} ({outcome.wall_s:.1f} s)"
-    if outcome.reason:
-        line += f"\n    {escape(outcome.reason.splitlines()[0])}"
-    return line
+    def _release(self, item: Active) -> None:
+        item.key.close()
+        item.handle.join(10)

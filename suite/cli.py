@@ -129,7 +129,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         display.cell_started("run", task.name)
         outcome = run_one(task, args.tier, config, tracker=tracker, force=args.force,
                           report=lambda desc, done, total: display.cell_progress("run", desc, done, total))
-        from runners.sweep import describe
+        from runners.pool import describe
 
         display.cell_ended("run", describe(outcome))
     from runners.references import link_slowdowns
