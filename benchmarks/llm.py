@@ -6,7 +6,7 @@
    reads and writes each byte, so bytes moved = 2 x size), best of several repeats.
 2. Reads the finished ``llm`` runs from the store (run ``suite sweep llm`` first) and prints, per
    variant, mean and spread over seeds of perplexity, next-token accuracy, prefill and decode
-   tokens/s, peak RSS, weight bytes, memorization rates; and the decode speed the bandwidth would
+   tokens/s, peak RSS, weight bytes, memorization rates and mean verbatim prefixes (probes, controls); and the decode speed the bandwidth would
    allow if every weight byte were read once per generated token (the bound of batch-one decoding).
 """
 
@@ -52,7 +52,8 @@ def report(store: str | None, bandwidth: float) -> None:
         groups[name].append(run.data.metrics)
     print(f"memory bandwidth (tensor copy): {bandwidth:.1f} GB/s")
     head = (f"{'variant':12} {'n':>2} {'perplexity':>12} {'next-tok acc':>12} {'prefill t/s':>12} {'decode t/s':>11} "
-            f"{'RSS MiB':>7} {'weight MB':>9} {'mem rate':>9} {'control':>9} {'bound t/s':>9} {'of bound':>8}")
+            f"{'RSS MiB':>7} {'weight MB':>9} {'mem rate':>9} {'control':>9} {'matched tok':>11} {'control':>9} "
+            f"{'bound t/s':>9} {'of bound':>8}")
     print(head)
     for name in ("fp32", "bf16", "int8", "fp8_rowwise", "pruned50", "pruned50 2:4"):
         rows = groups.get(name)
@@ -66,7 +67,9 @@ def report(store: str | None, bandwidth: float) -> None:
               f"{_fmt(col('utility/next_token_accuracy'), 3):>12} {_fmt(col('compute/prefill_tokens_per_s'), 0):>12} "
               f"{_fmt(col('compute/decode_tokens_per_s'), 1):>11} {statistics.mean(col('compute/peak_rss_mb')):7.0f} "
               f"{wbytes / 1e6:9.0f} {_fmt(col('privacy/memorization_rate')):>9} "
-              f"{_fmt(col('privacy/memorization_control')):>9} {bound:9.1f} {decode / bound:8.1%}")
+              f"{_fmt(col('privacy/memorization_control')):>9} "
+              f"{_fmt(col('privacy/memorization_matched_tokens'), 1):>11} "
+              f"{_fmt(col('privacy/memorization_matched_control'), 1):>9} {bound:9.1f} {decode / bound:8.1%}")
 
 
 def main() -> None:
