@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from tasks.fl.codecs import (
     OverflowConfigError, RandomMaskPruner, ScalarQuantizer, SecureIndexer, check_field, field_bits, pack,
-    stochastic_quantize, unpack)
+    pq_codebook, stochastic_quantize, unpack)
 from tasks.fl.task import FLConfig, FLTask
 
 
@@ -56,12 +56,31 @@ def test_stochastic_quantization_is_unbiased_and_in_range() -> None:
 def test_the_sum_of_encodings_decodes_to_the_mean_of_decodings() -> None:
     rng = np.random.default_rng(1)
     deltas = [rng.normal(0, 0.02, 50).astype(np.float32) for _ in range(7)]
-    codebook = rng.normal(0, 0.02, (4, 8)).astype(np.float32)
-    for codec in (ScalarQuantizer(2, 0.05), RandomMaskPruner(0.3, 5, 4, 0.05), SecureIndexer(codebook)):
+    books = tuple(pq_codebook(rng.normal(0, 0.02, n), block=8, codewords=5, iters=3, rng=rng) for n in (30, 20))
+    for codec in (ScalarQuantizer(2, 0.05), RandomMaskPruner(0.3, 5, 4, 0.05), SecureIndexer(books, (30, 20))):
         codes = [codec.encode(d, np.random.default_rng(i)) for i, d in enumerate(deltas)]
         assert all(c.min() >= 0 and c.max() <= codec.max_value() and c.size == codec.length(50) for c in codes)
         individual = np.mean([codec.decode(c, 1, 50) for c in codes], axis=0)
         np.testing.assert_allclose(codec.decode(np.sum(codes, axis=0), 7, 50), individual, atol=1e-6)
+
+
+def test_pq_codebooks_pair_each_direction_with_its_negation_and_end_with_zero() -> None:
+    rng = np.random.default_rng(2)
+    book = pq_codebook(rng.normal(0, 0.01, 400), block=8, codewords=7, iters=3, rng=rng)
+    assert book.shape == (7, 8)
+    np.testing.assert_array_equal(book[3:6], -book[:3])
+    assert not book[-1].any() and (np.abs(book[:3]).sum(1) > 0).all()
+    with pytest.raises(ValueError, match="odd number"):
+        pq_codebook(np.zeros(16), block=8, codewords=4, iters=1, rng=rng)
+
+
+def test_secure_indexing_is_unbiased_along_the_chosen_codeword() -> None:
+    rng = np.random.default_rng(3)
+    book = pq_codebook(rng.normal(0, 0.01, 64), block=4, codewords=3, iters=1, rng=rng)  # +c, -c, 0
+    x = 0.3 * book[0]  # a block a third of the way from 0 to c: c with probability 0.3
+    codec = SecureIndexer((book,), (4,))
+    total = sum(codec.encode(x, np.random.default_rng(i)) for i in range(4000))
+    np.testing.assert_allclose(codec.decode(total, 4000, 4), x, atol=0.03 * np.abs(book[0]).max())
 
 
 def test_pruning_mask_is_shared_and_seeded_by_the_server() -> None:
@@ -212,7 +231,7 @@ def _one_round(method_kw: dict, dropped: set[int]):  # type: ignore[no-untyped-d
 
 CODECS = [{"codec_kind": "sq", "bits": 2, "range": 0.05},
           {"codec_kind": "prune", "bits": 1, "range": 0.05, "keep": 0.5},
-          {"codec_kind": "pq", "range": 0.05, "pq_codewords": 3, "pq_block": 4}]
+          {"codec_kind": "pq", "range": 0.05, "pq_codewords": 5, "pq_block": 4}]
 
 
 @pytest.mark.parametrize("method_kw", CODECS, ids=[c["codec_kind"] for c in CODECS])

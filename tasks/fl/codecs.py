@@ -13,9 +13,10 @@ Codecs:
 * :class:`ScalarQuantizer`: ``bits``-bit stochastic rounding on a shared range ``[-r, r]``.
 * :class:`RandomMaskPruner`: the same server-seeded random subset of coordinates for every
   client, each kept coordinate scalar-quantized as above.
-* :class:`SecureIndexer`: product quantization with a server codebook; each client contributes
-  the one-hot histogram of its codeword choices, whose sum over clients is what the paper's
-  Secure Indexing reveals to the server (how many clients picked each codeword of each block).
+* :class:`SecureIndexer`: product quantization with server codebooks (one per tensor); each
+  client contributes the one-hot vectors of its codeword choices, whose sum over clients is
+  what the paper's Secure Indexing reveals to the server (how many clients picked each codeword
+  of each block).
 """
 
 from __future__ import annotations
@@ -167,35 +168,93 @@ def nearest_codeword(rows: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return d2.argmin(axis=1)
 
 
+def pq_codebook(x: np.ndarray, *, block: int, codewords: int, iters: int, rng: np.random.Generator) -> np.ndarray:
+    """The server's codebook for one tensor: ``codewords`` (odd) rows of ``block`` values.
+
+    ``(codewords - 1) / 2`` directions, each with its negation, and the zero codeword last.
+    Half the directions (rounded down) are k-means centres of ``x``'s blocks (``x``: this
+    tensor's slice of the last aggregated update), the others fresh random directions drawn by
+    the server. A codebook learned only from past aggregates is a closed loop: the aggregate
+    decodes into the span of the codebook it was encoded with, so k-means on it never finds a
+    new direction (measured: 0.44 accuracy). The random directions keep every direction
+    reachable; their length, twice the 95th percentile of ``x``'s block norms, is an upper
+    bound for the assignment's randomized rounding (see :class:`SecureIndexer`).
+    """
+    if codewords < 3 or codewords % 2 == 0:
+        raise ValueError(f"a codebook has an odd number (>= 3) of codewords (pairs +c, -c and 0), got {codewords}")
+    rows = blocks(np.asarray(x, dtype=np.float32), block)
+    pairs = (codewords - 1) // 2
+    learned = min(pairs // 2, len(rows))
+    norms = np.sqrt((rows.astype(np.float64) ** 2).sum(1))
+    scale = max(2.0 * float(np.quantile(norms, 0.95)), 1e-6)
+    directions = rng.normal(size=(pairs - learned, block))
+    directions *= scale / np.linalg.norm(directions, axis=1, keepdims=True)
+    parts = [directions.astype(np.float32)]
+    if learned:
+        parts.insert(0, kmeans_codebook(x, block=block, codewords=learned, iters=iters,
+                                        seed=int(rng.integers(2**31))))
+    half = np.concatenate(parts)
+    return np.concatenate([half, -half, np.zeros((1, block), dtype=np.float32)]).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class SecureIndexer:
     """Product quantization aggregated as a histogram of codeword indices (Secure Indexing).
 
-    Each block of ``codebook.shape[1]`` values picks its nearest codeword; the client sends the
-    one-hot vector of that choice for every block. Summed under secure aggregation, these give,
-    per block, how many clients chose each codeword, and nothing else: the mean block is the
-    count-weighted mean of the codewords. The last codeword's count is implied (clients minus
-    the others), so ``k - 1`` counts travel per block.
+    Each tensor of the model (``segments``: their sizes, in order) has its own codebook
+    (``codebooks``, ``k x block`` each, the last row the zero codeword), as in FLSim's PQ
+    channel, which quantizes each weight matrix with its own centroids. Every block of
+    ``block`` values picks one codeword; the client sends the one-hot vector of that choice.
+    Summed under secure aggregation these give, per block, how many clients chose each
+    codeword, and nothing else: the mean block is the count-weighted mean of the codewords.
+    The zero codeword's count is implied (clients minus the others), so ``k - 1`` counts travel
+    per block.
+
+    The choice is randomized rather than the nearest codeword: the block takes the codeword
+    ``c`` with the largest projection ``<x, c> / |c|`` with probability ``<x, c> / |c|^2``
+    (at most 1) and the zero codeword otherwise, so that it is unbiased along ``c``, as the
+    stochastic rounding of :class:`ScalarQuantizer` is. Nearest-codeword assignment (FLSim's)
+    shrinks the mean update: measured 0.79-0.84 accuracy against 0.94 for FedAvg here.
     """
 
-    codebook: np.ndarray  # (k, block) float32, sent by the server
+    codebooks: tuple[np.ndarray, ...]
+    segments: tuple[int, ...]
+
+    def _layout(self, dim: int) -> list[tuple[int, int, np.ndarray]]:
+        if sum(self.segments) != dim or len(self.codebooks) != len(self.segments):
+            raise ValueError(f"{len(self.codebooks)} codebooks for segments {self.segments} of a {dim}-value update")
+        bounds = np.cumsum((0, *self.segments))
+        return [(int(bounds[i]), int(bounds[i + 1]), cb) for i, cb in enumerate(self.codebooks)]
 
     def length(self, dim: int) -> int:
-        k, block = self.codebook.shape
-        return math.ceil(dim / block) * (k - 1)
+        return sum(math.ceil((hi - lo) / cb.shape[1]) * (cb.shape[0] - 1) for lo, hi, cb in self._layout(dim))
 
     def max_value(self) -> int:
         return 1
 
     def encode(self, delta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        k, block = self.codebook.shape
-        assign = nearest_codeword(blocks(delta.astype(np.float32), block), self.codebook)
-        one_hot = np.zeros((len(assign), k), dtype=np.int64)
-        one_hot[np.arange(len(assign)), assign] = 1
-        return one_hot[:, : k - 1].ravel()
+        out = []
+        for lo, hi, cb in self._layout(delta.size):
+            k, block = cb.shape
+            rows = blocks(delta[lo:hi].astype(np.float64), block)
+            directions = cb[:-1].astype(np.float64)
+            sq_norms = np.maximum((directions**2).sum(1), 1e-30)
+            proj = rows @ directions.T
+            choice = (proj / np.sqrt(sq_norms)).argmax(axis=1)
+            p = np.clip(proj[np.arange(len(rows)), choice] / sq_norms[choice], 0.0, 1.0)
+            choice = np.where(rng.random(len(rows)) < p, choice, k - 1)
+            one_hot = np.zeros((len(rows), k), dtype=np.int64)
+            one_hot[np.arange(len(rows)), choice] = 1
+            out.append(one_hot[:, : k - 1].ravel())
+        return np.concatenate(out)
 
     def decode(self, total: np.ndarray, clients: int, dim: int) -> np.ndarray:
-        k, block = self.codebook.shape
-        counts = total.reshape(-1, k - 1).astype(np.float64)
-        counts = np.concatenate([counts, clients - counts.sum(1, keepdims=True)], axis=1)
-        return ((counts / clients) @ self.codebook.astype(np.float64)).ravel()[:dim].astype(np.float32)
+        out, start = [], 0
+        for lo, hi, cb in self._layout(dim):
+            k, block = cb.shape
+            n = math.ceil((hi - lo) / block) * (k - 1)
+            counts = total[start:start + n].reshape(-1, k - 1).astype(np.float64)
+            start += n
+            counts = np.concatenate([counts, clients - counts.sum(1, keepdims=True)], axis=1)
+            out.append(((counts / clients) @ cb.astype(np.float64)).ravel()[: hi - lo])
+        return np.concatenate(out).astype(np.float32)

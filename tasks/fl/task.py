@@ -41,7 +41,7 @@ class FLConfig(TaskConfig):
     bits: Literal[1, 2, 4, 8] | None = 8  # scalar-quantization bits per value (secagg_sq, secagg_prune)
     range: float | None = Field(0.01, gt=0)  # shared clipping range [-range, range] of update values
     keep: float | None = Field(0.15, gt=0, le=1)  # fraction of coordinates the shared mask keeps (secagg_prune)
-    pq_codewords: int | None = Field(16, ge=2, le=256)  # codebook size k (secagg_pq)
+    pq_codewords: int | None = Field(15, ge=3, le=255)  # codewords per tensor, odd: pairs +c, -c and 0 (secagg_pq)
     pq_block: int | None = Field(16, ge=1)  # values per product-quantization block (secagg_pq)
     field_bits: int | None = Field(None, ge=1, le=62)  # masked field width; null: the narrowest without overflow
     num_shares: float = Field(0.5, gt=0)  # SecAgg+ shares per client; <= 1: a fraction of the round's clients
@@ -69,6 +69,9 @@ class FLConfig(TaskConfig):
         missing = [k for k in _CODEC_KEYS[self.method] if k != "field_bits" and getattr(self, k) is None]
         if missing:
             raise ValueError(f"method {self.method} needs {', '.join(missing)} (got null)")
+        if self.method == "secagg_pq" and self.pq_codewords % 2 == 0:
+            raise ValueError(f"pq_codewords must be odd (pairs of codewords +c, -c and the zero codeword), "
+                             f"got {self.pq_codewords}")
         if self.field_bits is not None:
             largest = 1 if self.method == "secagg_pq" else 2**self.bits - 1
             check_field(largest, self.clients_per_round, self.field_bits)

@@ -47,7 +47,8 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
     if config.method.startswith("secagg_"):
         plan = RoundPlan(codec_kind=config.method.removeprefix("secagg_"), seed=config.seed, dim=dim,
                          clients_per_round=config.clients_per_round, bits=config.bits or 1, range=config.range or 0.0,
-                         keep=config.keep or 1.0, pq_codewords=config.pq_codewords or 2, pq_block=config.pq_block or 1,
+                         keep=config.keep or 1.0, pq_codewords=config.pq_codewords or 3, pq_block=config.pq_block or 1,
+                         segments=tuple(int(a.size) for a in initial),
                          field_bits=config.field_bits)
 
     def evaluate_fn(weights: list[np.ndarray]) -> tuple[float, float]:
