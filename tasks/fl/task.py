@@ -42,7 +42,7 @@ class FLConfig(TaskConfig):
     range: float | None = Field(0.01, gt=0)  # shared clipping range [-range, range] of update values
     keep: float | None = Field(0.15, gt=0, le=1)  # fraction of coordinates the shared mask keeps (secagg_prune)
     pq_codewords: int | None = Field(15, ge=3, le=255)  # codewords per tensor, odd: pairs +c, -c and 0 (secagg_pq)
-    pq_block: int | None = Field(16, ge=1)  # values per product-quantization block (secagg_pq)
+    pq_block: int | None = Field(8, ge=1)  # values per product-quantization block (secagg_pq)
     field_bits: int | None = Field(None, ge=1, le=62)  # masked field width; null: the narrowest without overflow
     num_shares: float = Field(0.5, gt=0)  # SecAgg+ shares per client; <= 1: a fraction of the round's clients
     threshold: float = Field(0.6, gt=0)  # SecAgg+ reconstruction threshold; <= 1: a fraction of the shares
