@@ -107,6 +107,54 @@ def test_keys_a_method_does_not_use_are_reset() -> None:
     assert FLConfig(method="secagg_sq", keep=0.5).keep is None
 
 
+def test_dp_needs_delta_clip_and_exactly_one_of_epsilon_and_noise() -> None:
+    with pytest.raises(ValidationError, match="either a target epsilon .* or a noise_multiplier, not both"):
+        FLConfig(method="dp", epsilon=2.0, noise_multiplier=1.0, delta=1e-3, clip_norm=0.5)
+    with pytest.raises(ValidationError, match="either a target epsilon"):
+        FLConfig(method="dp", delta=1e-3, clip_norm=0.5)
+    with pytest.raises(ValidationError, match="dp needs delta and clip_norm"):
+        FLConfig(method="dp", epsilon=2.0, clip_norm=0.5)
+    assert FLConfig(method="fedavg", epsilon=2.0, delta=1e-3, clip_norm=0.5).epsilon is None
+
+
+@pytest.mark.parametrize("given", [{"epsilon": 4.0}, {"noise_multiplier": 1.3}], ids=["target", "noise"])
+def test_dp_epsilon_is_the_accountants_for_the_runs_noise_rate_and_rounds(given: dict) -> None:
+    from suite.privacy import dpsgd_epsilon
+    from tasks.fl.train import dp_metrics, dp_noise
+
+    config = FLConfig(method="dp", delta=1e-3, clip_norm=0.5, num_clients=20, clients_per_round=10, rounds=30, **given)
+    sigma = dp_noise(config)
+    logged = dp_metrics(config, sigma)
+    assert logged["privacy/sample_rate"] == 0.5 and logged["privacy/steps"] == 30
+    assert logged["privacy/epsilon"] == dpsgd_epsilon(history=[(sigma, 0.5, 30)], delta=1e-3, accountant="rdp")
+    if "epsilon" in given:  # calibrated: the least noise that stays within the target
+        assert 0.95 * 4.0 <= logged["privacy/epsilon"] <= 4.0
+        assert dpsgd_epsilon(history=[(0.9 * sigma, 0.5, 30)], delta=1e-3, accountant="rdp") > 4.0
+    else:
+        assert sigma == 1.3
+
+
+@pytest.mark.slow
+def test_a_dp_run_logs_the_accountants_epsilon_and_the_client_unit(tmp_path) -> None:
+    import mlflow
+
+    from suite.privacy import dpsgd_epsilon
+    from tests.conftest import suite_cli
+
+    smoke = FLTask.tier("quick").smoke
+    args = [f"--set={k}={v}" for k, v in {**smoke, "method": "dp", "epsilon": 3.0}.items() if not isinstance(v, list)]
+    done = suite_cli("run", "fl", *args, "--set=hidden=[16]", cwd=tmp_path, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = mlflow.search_runs(experiment_names=["fl"], output_format="list")
+    m = run.data.metrics
+    assert run.data.tags["privacy.unit"] == "client"
+    assert m["privacy/sample_rate"] == smoke["clients_per_round"] / smoke["num_clients"] and m["privacy/steps"] == smoke["rounds"]
+    assert m["privacy/epsilon"] == pytest.approx(dpsgd_epsilon(
+        history=[(m["privacy/noise_multiplier"], m["privacy/sample_rate"], smoke["rounds"])], delta=1e-3, accountant="rdp"))
+    assert m["privacy/epsilon"] <= 3.0
+
+
 @pytest.mark.parametrize("tier", ["quick", "full"])
 def test_every_cell_of_both_tiers_resolves(tier: str) -> None:
     from suite.config import expand_grid
