@@ -74,13 +74,28 @@ def test_pq_codebooks_pair_each_direction_with_its_negation_and_end_with_zero() 
         pq_codebook(np.zeros(16), block=8, codewords=4, iters=1, rng=rng)
 
 
-def test_secure_indexing_is_unbiased_along_the_chosen_codeword() -> None:
-    rng = np.random.default_rng(3)
-    book = pq_codebook(rng.normal(0, 0.01, 64), block=4, codewords=3, iters=1, rng=rng)  # +c, -c, 0
-    x = 0.3 * book[0]  # a block a third of the way from 0 to c: c with probability 0.3
-    codec = SecureIndexer((book,), (4,))
-    total = sum(codec.encode(x, np.random.default_rng(i)) for i in range(4000))
-    np.testing.assert_allclose(codec.decode(total, 4000, 4), x, atol=0.03 * np.abs(book[0]).max())
+def test_secure_indexing_feeds_back_what_the_codewords_missed() -> None:
+    """With error feedback, what a client's codewords sent over T rounds is T updates less one residual,
+    and the residual stays small because each round's codebooks bring fresh directions."""
+    from flwr.app import Context, RecordDict
+
+    from tasks.fl.rounds import RoundPlan, codec_from_config
+    from tasks.fl.secure import _encode
+
+    rng = np.random.default_rng(4)
+    plan = RoundPlan(codec_kind="pq", seed=1, dim=96, clients_per_round=4, pq_codewords=5, pq_block=4,
+                     pq_warmup=0, segments=(64, 32))
+    aggregate = rng.normal(0, 0.01, 96).astype(np.float32)
+    delta = rng.normal(0, 0.004, 96).astype(np.float32)
+    ctxt = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+    sent = np.zeros(96)
+    for rnd in range(1, 51):
+        plan.record_aggregate(rnd - 1, aggregate)
+        cfg = plan.fit_config(rnd)
+        sent += codec_from_config(cfg).decode(_encode(delta, cfg, 7, ctxt), 1, 96)
+    residual = np.frombuffer(ctxt.state.config_records["fl.residual"]["residual"], dtype=np.float32)
+    np.testing.assert_allclose(sent + residual, 50 * delta, atol=1e-4)
+    assert np.linalg.norm(residual) < 0.2 * np.linalg.norm(50 * delta)
 
 
 def test_pruning_mask_is_shared_and_seeded_by_the_server() -> None:

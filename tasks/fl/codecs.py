@@ -177,8 +177,11 @@ def pq_codebook(x: np.ndarray, *, block: int, codewords: int, iters: int, rng: n
     the server. A codebook learned only from past aggregates is a closed loop: the aggregate
     decodes into the span of the codebook it was encoded with, so k-means on it never finds a
     new direction (measured: 0.44 accuracy). The random directions keep every direction
-    reachable; their length, twice the 95th percentile of ``x``'s block norms, is an upper
-    bound for the assignment's randomized rounding (see :class:`SecureIndexer`).
+    reachable; their length is twice the 95th percentile of ``x``'s block norms. Measured over
+    3 seeds in an offline loop with these codecs (30 rounds, with error feedback): this 0.902;
+    k-means of the running mean of past aggregates only (one codebook for the whole model,
+    block 16, no zero): 0.41; FLSim's policy, k-means of a "mock" client's update trained in
+    the clear (2 seeds): 0.84-0.89.
     """
     if codewords < 3 or codewords % 2 == 0:
         raise ValueError(f"a codebook has an odd number (>= 3) of codewords (pairs +c, -c and 0), got {codewords}")
@@ -210,11 +213,10 @@ class SecureIndexer:
     The zero codeword's count is implied (clients minus the others), so ``k - 1`` counts travel
     per block.
 
-    The choice is randomized rather than the nearest codeword: the block takes the codeword
-    ``c`` with the largest projection ``<x, c> / |c|`` with probability ``<x, c> / |c|^2``
-    (at most 1) and the zero codeword otherwise, so that it is unbiased along ``c``, as the
-    stochastic rounding of :class:`ScalarQuantizer` is. Nearest-codeword assignment (FLSim's)
-    shrinks the mean update: measured 0.79-0.84 accuracy against 0.94 for FedAvg here.
+    Each block takes its nearest codeword, as in FLSim's PQ channel; the client keeps what the
+    codeword missed for its next update (error feedback, :func:`tasks.fl.secure._encode`).
+    Measured over 3 seeds in an offline loop with these codecs (30 rounds): nearest 0.902, a
+    randomized choice unbiased along the codeword 0.887.
     """
 
     codebooks: tuple[np.ndarray, ...]
@@ -236,13 +238,8 @@ class SecureIndexer:
         out = []
         for lo, hi, cb in self._layout(delta.size):
             k, block = cb.shape
-            rows = blocks(delta[lo:hi].astype(np.float64), block)
-            directions = cb[:-1].astype(np.float64)
-            sq_norms = np.maximum((directions**2).sum(1), 1e-30)
-            proj = rows @ directions.T
-            choice = (proj / np.sqrt(sq_norms)).argmax(axis=1)
-            p = np.clip(proj[np.arange(len(rows)), choice] / sq_norms[choice], 0.0, 1.0)
-            choice = np.where(rng.random(len(rows)) < p, choice, k - 1)
+            rows = blocks(delta[lo:hi].astype(np.float32), block)
+            choice = nearest_codeword(rows, cb)
             one_hot = np.zeros((len(rows), k), dtype=np.int64)
             one_hot[np.arange(len(rows)), choice] = 1
             out.append(one_hot[:, : k - 1].ravel())

@@ -102,7 +102,8 @@ def _encode(delta: np.ndarray, fit_config: dict, nid: int, ctxt: Context) -> np.
     Product quantization keeps error feedback: what a round's codewords left out of the update
     is added to the client's next update (kept in the node's ``Context.state``, which the
     Simulation Engine keeps per node across rounds, as it keeps SecAgg+'s state). Without it
-    the coarse codebook loses most of each update (measured: 0.86 accuracy against 0.89 with).
+    the coarse codebook loses much of each update (offline loop, 3 seeds: 0.850 without, 0.887 with,
+    for a randomized codeword choice).
     """
     codec = codec_from_config(fit_config)
     rng = np.random.default_rng([int(fit_config["fl.seed"]), int(fit_config["fl.round"]), nid % 2**63])
