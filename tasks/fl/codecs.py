@@ -176,9 +176,9 @@ def pq_codebook(x: np.ndarray, *, block: int, codewords: int, iters: int, rng: n
     tensor's slice of the last aggregated update), the others fresh random directions drawn by
     the server. A codebook learned only from past aggregates is a closed loop: the aggregate
     decodes into the span of the codebook it was encoded with, so k-means on it never finds a
-    new direction (measured: 0.44, per-tensor codebooks of the running mean, 2 seeds). The random
-    directions keep every direction
-    reachable; their length is twice the 95th percentile of ``x``'s block norms. Measured over
+    new direction (measured: 0.44, per-tensor codebooks of the running mean, 2 seeds). The
+    random directions keep every direction reachable; their length is twice the 95th
+    percentile of ``x``'s block norms. Measured over
     3 seeds in an offline loop with these codecs (30 rounds, with error feedback): this 0.902;
     k-means of the running mean of past aggregates only (one codebook for the whole model,
     block 16, no zero): 0.41; FLSim's policy, k-means of a "mock" client's update trained in
