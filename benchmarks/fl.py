@@ -24,6 +24,9 @@ def _setting(p: dict[str, str]) -> str:
         return f"secagg_prune keep={float(p['keep']):g} {p['bits']}-bit"
     if method == "secagg_pq":
         return f"secagg_pq k={p['pq_codewords']} block={p['pq_block']}"
+    if method == "dp":
+        budget = f"eps={float(p['epsilon']):g}" if p.get("epsilon") not in (None, "None") else f"sigma={p['noise_multiplier']}"
+        return f"dp {budget}"
     return method
 
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from tasks.fl.codecs import (
     OverflowConfigError, RandomMaskPruner, ScalarQuantizer, SecureIndexer, check_field, field_bits, pack,
-    stochastic_quantize, unpack)
+    pq_codebook, stochastic_quantize, unpack)
 from tasks.fl.task import FLConfig, FLTask
 
 
@@ -56,12 +56,46 @@ def test_stochastic_quantization_is_unbiased_and_in_range() -> None:
 def test_the_sum_of_encodings_decodes_to_the_mean_of_decodings() -> None:
     rng = np.random.default_rng(1)
     deltas = [rng.normal(0, 0.02, 50).astype(np.float32) for _ in range(7)]
-    codebook = rng.normal(0, 0.02, (4, 8)).astype(np.float32)
-    for codec in (ScalarQuantizer(2, 0.05), RandomMaskPruner(0.3, 5, 4, 0.05), SecureIndexer(codebook)):
+    books = tuple(pq_codebook(rng.normal(0, 0.02, n), block=8, codewords=5, iters=3, rng=rng) for n in (30, 20))
+    for codec in (ScalarQuantizer(2, 0.05), RandomMaskPruner(0.3, 5, 4, 0.05), SecureIndexer(books, (30, 20))):
         codes = [codec.encode(d, np.random.default_rng(i)) for i, d in enumerate(deltas)]
         assert all(c.min() >= 0 and c.max() <= codec.max_value() and c.size == codec.length(50) for c in codes)
         individual = np.mean([codec.decode(c, 1, 50) for c in codes], axis=0)
         np.testing.assert_allclose(codec.decode(np.sum(codes, axis=0), 7, 50), individual, atol=1e-6)
+
+
+def test_pq_codebooks_pair_each_direction_with_its_negation_and_end_with_zero() -> None:
+    rng = np.random.default_rng(2)
+    book = pq_codebook(rng.normal(0, 0.01, 400), block=8, codewords=7, iters=3, rng=rng)
+    assert book.shape == (7, 8)
+    np.testing.assert_array_equal(book[3:6], -book[:3])
+    assert not book[-1].any() and (np.abs(book[:3]).sum(1) > 0).all()
+    with pytest.raises(ValueError, match="odd number"):
+        pq_codebook(np.zeros(16), block=8, codewords=4, iters=1, rng=rng)
+
+
+def test_secure_indexing_feeds_back_what_the_codewords_missed() -> None:
+    """With error feedback, what a client's codewords sent over T rounds is T updates less one residual,
+    and the residual stays small because each round's codebooks bring fresh directions."""
+    from flwr.app import Context, RecordDict
+
+    from tasks.fl.rounds import RoundPlan, codec_from_config
+    from tasks.fl.secure import _encode
+
+    rng = np.random.default_rng(4)
+    plan = RoundPlan(codec_kind="pq", seed=1, dim=96, clients_per_round=4, pq_codewords=5, pq_block=4,
+                     pq_warmup=0, segments=(64, 32))
+    aggregate = rng.normal(0, 0.01, 96).astype(np.float32)
+    delta = rng.normal(0, 0.004, 96).astype(np.float32)
+    ctxt = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+    sent = np.zeros(96)
+    for rnd in range(1, 51):
+        plan.record_aggregate(rnd - 1, aggregate)
+        cfg = plan.fit_config(rnd)
+        sent += codec_from_config(cfg).decode(_encode(delta, cfg, 7, ctxt), 1, 96)
+    residual = np.frombuffer(ctxt.state.config_records["fl.residual"]["residual"], dtype=np.float32)
+    np.testing.assert_allclose(sent + residual, 50 * delta, atol=1e-4)
+    assert np.linalg.norm(residual) < 0.2 * np.linalg.norm(50 * delta)
 
 
 def test_pruning_mask_is_shared_and_seeded_by_the_server() -> None:
@@ -86,6 +120,54 @@ def test_keys_a_method_does_not_use_are_reset() -> None:
     a = FLConfig(method="fedavg", bits=1, keep=0.5)
     assert (a.bits, a.keep, a.range) == (None, None, None)
     assert FLConfig(method="secagg_sq", keep=0.5).keep is None
+
+
+def test_dp_needs_delta_clip_and_exactly_one_of_epsilon_and_noise() -> None:
+    with pytest.raises(ValidationError, match="either a target epsilon .* or a noise_multiplier, not both"):
+        FLConfig(method="dp", epsilon=2.0, noise_multiplier=1.0, delta=1e-3, clip_norm=0.5)
+    with pytest.raises(ValidationError, match="either a target epsilon"):
+        FLConfig(method="dp", delta=1e-3, clip_norm=0.5)
+    with pytest.raises(ValidationError, match="dp needs delta and clip_norm"):
+        FLConfig(method="dp", epsilon=2.0, clip_norm=0.5)
+    assert FLConfig(method="fedavg", epsilon=2.0, delta=1e-3, clip_norm=0.5).epsilon is None
+
+
+@pytest.mark.parametrize("given", [{"epsilon": 4.0}, {"noise_multiplier": 1.3}], ids=["target", "noise"])
+def test_dp_epsilon_is_the_accountants_for_the_runs_noise_rate_and_rounds(given: dict) -> None:
+    from suite.privacy import dpsgd_epsilon
+    from tasks.fl.train import dp_metrics, dp_noise
+
+    config = FLConfig(method="dp", delta=1e-3, clip_norm=0.5, num_clients=20, clients_per_round=10, rounds=30, **given)
+    sigma = dp_noise(config)
+    logged = dp_metrics(config, sigma)
+    assert logged["privacy/sample_rate"] == 0.5 and logged["privacy/steps"] == 30
+    assert logged["privacy/epsilon"] == dpsgd_epsilon(history=[(sigma, 0.5, 30)], delta=1e-3, accountant="rdp")
+    if "epsilon" in given:  # calibrated: the least noise that stays within the target
+        assert 0.95 * 4.0 <= logged["privacy/epsilon"] <= 4.0
+        assert dpsgd_epsilon(history=[(0.9 * sigma, 0.5, 30)], delta=1e-3, accountant="rdp") > 4.0
+    else:
+        assert sigma == 1.3
+
+
+@pytest.mark.slow
+def test_a_dp_run_logs_the_accountants_epsilon_and_the_client_unit(tmp_path) -> None:
+    import mlflow
+
+    from suite.privacy import dpsgd_epsilon
+    from tests.conftest import suite_cli
+
+    smoke = FLTask.tier("quick").smoke
+    args = [f"--set={k}={v}" for k, v in {**smoke, "method": "dp", "epsilon": 3.0}.items() if not isinstance(v, list)]
+    done = suite_cli("run", "fl", *args, "--set=hidden=[16]", cwd=tmp_path, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = mlflow.search_runs(experiment_names=["fl"], output_format="list")
+    m = run.data.metrics
+    assert run.data.tags["privacy.unit"] == "client"
+    assert m["privacy/sample_rate"] == smoke["clients_per_round"] / smoke["num_clients"] and m["privacy/steps"] == smoke["rounds"]
+    assert m["privacy/epsilon"] == pytest.approx(dpsgd_epsilon(
+        history=[(m["privacy/noise_multiplier"], m["privacy/sample_rate"], smoke["rounds"])], delta=1e-3, accountant="rdp"))
+    assert m["privacy/epsilon"] <= 3.0
 
 
 @pytest.mark.parametrize("tier", ["quick", "full"])
@@ -212,7 +294,7 @@ def _one_round(method_kw: dict, dropped: set[int]):  # type: ignore[no-untyped-d
 
 CODECS = [{"codec_kind": "sq", "bits": 2, "range": 0.05},
           {"codec_kind": "prune", "bits": 1, "range": 0.05, "keep": 0.5},
-          {"codec_kind": "pq", "range": 0.05, "pq_codewords": 3, "pq_block": 4}]
+          {"codec_kind": "pq", "range": 0.05, "pq_codewords": 5, "pq_block": 4}]
 
 
 @pytest.mark.parametrize("method_kw", CODECS, ids=[c["codec_kind"] for c in CODECS])

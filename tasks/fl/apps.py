@@ -20,7 +20,7 @@ from flwr.client import Client, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.server import LegacyContext, ServerConfig
-from flwr.server.strategy import FedAvg
+from flwr.server.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid, ServerApp
 from torch import nn
@@ -93,6 +93,7 @@ class ClientSpec:
     lr: float
     seed: int
     device: str
+    weighted: bool = True  # False: every client weighs 1 in FedAvg (dp: a client's sensitivity is clip / clients)
 
 
 class _Trainer(NumPyClient):
@@ -115,7 +116,7 @@ class _Trainer(NumPyClient):
                 opt.zero_grad()
                 nn.functional.cross_entropy(model(xs[idx]), ys[idx]).backward()
                 opt.step()
-        return get_weights(model), len(x), {}
+        return get_weights(model), len(x) if spec.weighted else 1, {}
 
 
 def dropout_mod(rate: float, seed: int) -> Callable[[Message, Context, Callable], Message]:
@@ -140,7 +141,7 @@ def client_app(spec: ClientSpec, method: str, dropout: float) -> ClientApp:
         torch.set_num_threads(1)
         return _Trainer(spec, int(context.node_config["partition-id"])).to_client()
 
-    secure = {"fedavg": [], "secagg": [secaggplus_mod]}.get(method, [compressed_secaggplus_mod])
+    secure = {"fedavg": [], "dp": [], "secagg": [secaggplus_mod]}.get(method, [compressed_secaggplus_mod])
     return ClientApp(client_fn=client_fn, mods=[*secure, dropout_mod(dropout, spec.seed)])
 
 
@@ -158,7 +159,8 @@ class ServerRecord:
 
 def server_app(*, method: str, rounds: int, num_clients: int, clients_per_round: int, initial: list[np.ndarray],
                evaluate_fn: Callable, plan: RoundPlan | None, num_shares: int | float, threshold: int | float,
-               record: ServerRecord, on_round: Callable[[int], None] = lambda r: None) -> ServerApp:
+               record: ServerRecord, on_round: Callable[[int], None] = lambda r: None,
+               dp: tuple[float, float] | None = None) -> ServerApp:
     """A ServerApp: Flower's FedAvg under ``DefaultWorkflow``, the method's fit workflow inside."""
     from flwr.common import ndarrays_to_parameters
 
@@ -176,7 +178,10 @@ def server_app(*, method: str, rounds: int, num_clients: int, clients_per_round:
                       min_available_clients=num_clients, fraction_evaluate=0.0, min_evaluate_clients=0,
                       initial_parameters=ndarrays_to_parameters(initial), evaluate_fn=central_eval,
                       on_fit_config_fn=fit_config)
-    if method == "fedavg":
+    if dp is not None:  # central DP: Flower clips each update and noises the mean (noise multiplier, clip)
+        strategy = DifferentialPrivacyServerSideFixedClipping(strategy, noise_multiplier=dp[0], clipping_norm=dp[1],
+                                                              num_sampled_clients=clients_per_round)
+    if method in ("fedavg", "dp"):
         fit_workflow = None
     elif method == "secagg":
         fit_workflow = SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from tasks.fl.codecs import (
-    RandomMaskPruner, ScalarQuantizer, SecureIndexer, check_field, field_bits, kmeans_codebook)
+    RandomMaskPruner, ScalarQuantizer, SecureIndexer, check_field, field_bits, pq_codebook)
 
 
 def flatten(arrays: list[np.ndarray]) -> np.ndarray:
@@ -38,7 +38,9 @@ def codec_from_config(cfg: dict[str, Any]) -> Any:
         return RandomMaskPruner(float(cfg["fl.keep"]), int(cfg["fl.mask_seed"]), int(cfg["fl.bits"]), float(cfg["fl.range"]))
     if kind == "pq":
         k, block = int(cfg["fl.pq_codewords"]), int(cfg["fl.pq_block"])
-        return SecureIndexer(np.frombuffer(cfg["fl.codebook"], dtype=np.float32).reshape(k, block).copy())
+        segments = tuple(int(n) for n in str(cfg["fl.pq_segments"]).split(","))
+        flat = np.frombuffer(cfg["fl.codebook"], dtype=np.float32).reshape(len(segments), k, block)
+        return SecureIndexer(tuple(cb.copy() for cb in flat), segments)
     raise ValueError(f"unknown codec {kind!r}; allowed: sq, prune, pq")
 
 
@@ -57,19 +59,21 @@ class RoundPlan:
     bits: int = 8
     range: float = 0.05
     keep: float = 0.1
-    pq_codewords: int = 2
+    pq_codewords: int = 3
     pq_block: int = 8
     pq_iters: int = 5
     pq_warmup: int = 2
-    pq_scale: float = 1.0
+    segments: tuple[int, ...] | None = None  # the model's tensor sizes (pq: a codebook each); None: one
     field_bits: int | None = None
     _aggregates: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _codebooks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
-    _count: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         if self.codec_kind not in ("sq", "prune", "pq"):
             raise ValueError(f"unknown codec {self.codec_kind!r}; allowed: sq, prune, pq")
+        self.segments = (self.dim,) if self.segments is None else tuple(int(n) for n in self.segments)
+        if sum(self.segments) != self.dim:
+            raise ValueError(f"segments {self.segments} do not add up to dim {self.dim}")
         narrowest = field_bits(self.max_value, self.clients_per_round)
         if self.field_bits is None:
             self.field_bits = narrowest
@@ -84,16 +88,22 @@ class RoundPlan:
             previous = self._aggregates.get(rnd - 1)
             if previous is None:
                 raise RuntimeError(f"round {rnd}: no aggregate of round {rnd - 1} to learn a codebook from")
-            self._codebooks[rnd] = self.pq_scale * kmeans_codebook(
-                previous, block=self.pq_block, codewords=self.pq_codewords, iters=self.pq_iters, seed=self.seed + rnd)
+            rng = np.random.default_rng([self.seed, rnd, 2])
+            bounds = np.cumsum((0, *self.segments))
+            self._codebooks[rnd] = np.stack([
+                pq_codebook(previous[bounds[i]:bounds[i + 1]], block=self.pq_block, codewords=self.pq_codewords,
+                            iters=self.pq_iters, rng=rng) for i in range(len(self.segments))])
         return self._codebooks[rnd]
 
     def fit_config(self, rnd: int) -> dict[str, Any]:
         """What every client of round ``rnd`` needs to encode its update.
 
-        Product quantization needs an update to learn its codebook from: its first ``pq_warmup``
+        Product quantization needs an update to learn its codebooks from: its first ``pq_warmup``
         rounds use 1-bit scalar quantization (in the same field), as FLSim's PQ channel does
-        with its warm-up updates.
+        with its warm-up updates. Then each round's codebooks come from the last round's
+        aggregate (:func:`tasks.fl.codecs.pq_codebook`). FLSim instead learns them from the
+        update of a "mock" client outside the round's cohort, trained in the clear; that would
+        show one client's update to the server each round, so it is not followed here.
         """
         kind = "sq" if self.codec_kind == "pq" and rnd <= self.pq_warmup else self.codec_kind
         bits = 1 if self.codec_kind == "pq" else self.bits
@@ -103,6 +113,7 @@ class RoundPlan:
             cfg.update({"fl.keep": float(self.keep), "fl.mask_seed": self.mask_seed(rnd)})
         if kind == "pq":
             cfg.update({"fl.pq_codewords": self.pq_codewords, "fl.pq_block": self.pq_block,
+                        "fl.pq_segments": ",".join(map(str, self.segments)),  # fit configs hold scalars
                         "fl.codebook": self._codebook(rnd).tobytes()})
         return cfg
 
@@ -113,9 +124,5 @@ class RoundPlan:
         return codec_from_config(self.fit_config(rnd))
 
     def record_aggregate(self, rnd: int, mean_delta: np.ndarray) -> None:
-        """Keep the running mean of the aggregated updates up to round ``rnd``: one round's
-        aggregate (above all a 1-bit warm-up one) is too noisy to learn a codebook from."""
-        previous = self._aggregates.get(rnd - 1)
-        self._count = self._count + 1 if previous is not None else 1
-        running = mean_delta if previous is None else previous + (mean_delta - previous) / self._count
-        self._aggregates = {rnd: np.asarray(running, dtype=np.float32)}
+        """Keep round ``rnd``'s aggregated (decoded mean) update: the next codebooks' source."""
+        self._aggregates = {rnd: np.asarray(mean_delta, dtype=np.float32)}

@@ -21,12 +21,14 @@ _CODEC_KEYS = {  # the keys each method uses; the others are reset to null so eq
     "secagg_sq": ("bits", "range", "field_bits"),
     "secagg_prune": ("bits", "range", "keep", "field_bits"),
     "secagg_pq": ("range", "pq_codewords", "pq_block", "field_bits"),
+    "dp": (),
 }
+_DP_KEYS = ("epsilon", "delta", "noise_multiplier", "clip_norm")
 _ALL_CODEC_KEYS = ("bits", "range", "keep", "pq_codewords", "pq_block", "field_bits")
 
 
 class FLConfig(TaskConfig):
-    method: Literal["fedavg", "secagg", "secagg_sq", "secagg_prune", "secagg_pq"] = "secagg_sq"  # see README
+    method: Literal["fedavg", "secagg", "secagg_sq", "secagg_prune", "secagg_pq", "dp"] = "secagg_sq"  # see README
     dataset: Literal["digits", "femnist", "shakespeare"] = "digits"  # digits is offline; the others read data_dir
     data_dir: str | None = None  # flwr-datasets cache for femnist/shakespeare (default: the HF cache)
     num_clients: int = Field(20, ge=2)  # simulated clients (SuperNodes), one partition each
@@ -41,9 +43,11 @@ class FLConfig(TaskConfig):
     bits: Literal[1, 2, 4, 8] | None = 8  # scalar-quantization bits per value (secagg_sq, secagg_prune)
     range: float | None = Field(0.01, gt=0)  # shared clipping range [-range, range] of update values
     keep: float | None = Field(0.15, gt=0, le=1)  # fraction of coordinates the shared mask keeps (secagg_prune)
-    pq_codewords: int | None = Field(16, ge=2, le=256)  # codebook size k (secagg_pq)
-    pq_block: int | None = Field(16, ge=1)  # values per product-quantization block (secagg_pq)
+    pq_codewords: int | None = Field(15, ge=3, le=255)  # codewords per tensor, odd: pairs +c, -c and 0 (secagg_pq)
+    pq_block: int | None = Field(8, ge=1)  # values per product-quantization block (secagg_pq)
     field_bits: int | None = Field(None, ge=1, le=62)  # masked field width; null: the narrowest without overflow
+    noise_multiplier: float | None = Field(None, ge=0)  # dp: Gaussian noise std / clip_norm; null: calibrated to epsilon
+    clip_norm: float | None = Field(None, gt=0)  # dp: L2 bound of each client's update (Flower's server-side clipping)
     num_shares: float = Field(0.5, gt=0)  # SecAgg+ shares per client; <= 1: a fraction of the round's clients
     threshold: float = Field(0.6, gt=0)  # SecAgg+ reconstruction threshold; <= 1: a fraction of the shares
     dropout: float = Field(0.0, ge=0, lt=1)  # probability a client drops out after the key exchange
@@ -58,6 +62,8 @@ class FLConfig(TaskConfig):
         if isinstance(values, dict) and values.get("method") in _CODEC_KEYS:
             used = _CODEC_KEYS[values["method"]]
             values = {**values, **{k: None for k in _ALL_CODEC_KEYS if k not in used}}
+        if isinstance(values, dict) and values.get("method") != "dp":
+            values = {**values, **{k: None for k in _DP_KEYS}}
         return values
 
     @model_validator(mode="after")
@@ -69,6 +75,16 @@ class FLConfig(TaskConfig):
         missing = [k for k in _CODEC_KEYS[self.method] if k != "field_bits" and getattr(self, k) is None]
         if missing:
             raise ValueError(f"method {self.method} needs {', '.join(missing)} (got null)")
+        if self.method == "dp":
+            if self.delta is None or self.clip_norm is None:
+                raise ValueError("method dp needs delta and clip_norm (got null)")
+            if (self.epsilon is None) == (self.noise_multiplier is None):
+                raise ValueError("method dp needs either a target epsilon (the noise multiplier is calibrated to it) "
+                                 f"or a noise_multiplier, not both nor neither (got epsilon={self.epsilon}, "
+                                 f"noise_multiplier={self.noise_multiplier})")
+        if self.method == "secagg_pq" and self.pq_codewords % 2 == 0:
+            raise ValueError(f"pq_codewords must be odd (pairs of codewords +c, -c and the zero codeword), "
+                             f"got {self.pq_codewords}")
         if self.field_bits is not None:
             largest = 1 if self.method == "secagg_pq" else 2**self.bits - 1
             check_field(largest, self.clients_per_round, self.field_bits)
@@ -96,6 +112,11 @@ class FLTask(Task):
         "bandwidth/compression": Metric("higher", "x", "fp32 FedAvg reply bytes of the same model / uplink_bytes"),
         "bandwidth/bits_per_parameter": Metric("lower", "bits", "uplink bits per model parameter per round"),
         "compute/params": Metric("lower", "count", "model parameters"),
+        "privacy/epsilon": Metric("lower", "epsilon", "client-level epsilon (RDP accountant) for the run's noise, sampling rate and rounds"),
+        "privacy/delta": Metric("none", "delta", "delta at which epsilon is reported"),
+        "privacy/noise_multiplier": Metric("none", "sigma", "Gaussian noise std / clip_norm"),
+        "privacy/sample_rate": Metric("none", "q", "clients_per_round / num_clients"),
+        "privacy/steps": Metric("none", "steps", "rounds (noisy aggregations)"),
         "compute/slowdown": Metric("lower", "x", "train time / train time of fedavg, same seed and config"),
         "compute/startup_s": Metric("lower", "s", "Simulation Engine start (Ray, actors) until round 1 begins"),
     }
@@ -104,6 +125,12 @@ class FLTask(Task):
         from tasks.fl.train import run_federated
 
         return run_federated(config, ctx)
+
+    def privacy_unit(self, config: FLConfig) -> str:
+        return "client" if config.method == "dp" else "none"
+
+    def accountant(self, config: FLConfig) -> str:
+        return "rdp" if config.method == "dp" else "none"
 
     def reference(self, config: FLConfig) -> FLConfig | None:
         if config.method == "fedavg":

@@ -47,7 +47,8 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
     if config.method.startswith("secagg_"):
         plan = RoundPlan(codec_kind=config.method.removeprefix("secagg_"), seed=config.seed, dim=dim,
                          clients_per_round=config.clients_per_round, bits=config.bits or 1, range=config.range or 0.0,
-                         keep=config.keep or 1.0, pq_codewords=config.pq_codewords or 2, pq_block=config.pq_block or 1,
+                         keep=config.keep or 1.0, pq_codewords=config.pq_codewords or 3, pq_block=config.pq_block or 1,
+                         segments=tuple(int(a.size) for a in initial),
                          field_bits=config.field_bits)
 
     def evaluate_fn(weights: list[np.ndarray]) -> tuple[float, float]:
@@ -58,11 +59,13 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
         ctx.progress(f"round {rnd}", rnd - 1, config.rounds)
 
     record = ServerRecord()
+    dp = dp_noise(config)
     spec = ClientSpec(config.dataset, tuple(config.hidden), partitions, config.local_epochs, config.batch_size,
-                      config.lr, config.seed, device)
+                      config.lr, config.seed, device, weighted=dp is None)
     server = server_app(method=config.method, rounds=config.rounds, num_clients=config.num_clients,
                         clients_per_round=config.clients_per_round, initial=initial, evaluate_fn=evaluate_fn, plan=plan,
-                        num_shares=config.num_shares, threshold=config.threshold, record=record, on_round=on_round)
+                        num_shares=config.num_shares, threshold=config.threshold, record=record, on_round=on_round,
+                        dp=None if dp is None else (dp, config.clip_norm))
     backend = {"client_resources": {"num_cpus": config.client_cpus, "num_gpus": config.client_gpus},
                "init_args": _ray_init_args(config.ray_cpus)}
     started = time.perf_counter()
@@ -89,7 +92,9 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
     uplink = float(np.mean(record.meter.per_client_round()))
     overhead = float(np.mean(record.meter.per_client_round("overhead")))
     reference = fp32_reply_bytes(initial)
+    privacy = {} if dp is None else dp_metrics(config, dp)
     return {
+        **privacy,
         "utility/accuracy": record.accuracy[config.rounds],
         "utility/loss": record.loss[config.rounds],
         "bandwidth/uplink_bytes": uplink,
@@ -99,6 +104,37 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
         "compute/params": float(dim),
         "compute/startup_s": _startup_seconds(started, record.evaluated_at),
     }
+
+
+def dp_noise(config: Any) -> float | None:
+    """The dp method's noise multiplier: as given, or the smallest that reaches the target epsilon
+    after ``rounds`` rounds at sampling rate ``clients_per_round / num_clients`` (Opacus)."""
+    if config.method != "dp":
+        return None
+    if config.noise_multiplier is not None:
+        return float(config.noise_multiplier)
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(get_noise_multiplier(target_epsilon=config.epsilon, target_delta=config.delta,
+                                      sample_rate=config.clients_per_round / config.num_clients,
+                                      steps=config.rounds, accountant="rdp"))
+
+
+def dp_metrics(config: Any, sigma: float) -> dict[str, float]:
+    """Client-level epsilon of the run's Gaussian mechanism, from its actual parameters.
+
+    Each round adds noise of std ``sigma * clip_norm / clients_per_round`` to the unweighted mean
+    of the clipped updates of ``clients_per_round`` clients (Flower's
+    ``DifferentialPrivacyServerSideFixedClipping``), so one client's sensitivity is
+    ``clip_norm / clients_per_round``. Flower samples a fixed number of clients per round; the
+    accountant analyses Poisson sampling at the same rate, the usual approximation for DP-FedAvg.
+    """
+    from suite.privacy import dpsgd_epsilon
+
+    rate = config.clients_per_round / config.num_clients
+    epsilon = dpsgd_epsilon(history=[(sigma, rate, config.rounds)], delta=config.delta, accountant="rdp")
+    return {"privacy/epsilon": epsilon, "privacy/delta": config.delta, "privacy/noise_multiplier": sigma,
+            "privacy/sample_rate": rate, "privacy/steps": float(config.rounds)}
 
 
 def _ray_init_args(cpus: int) -> dict[str, Any]:
