@@ -80,9 +80,6 @@ def _partition(context: Context, num_clients: int) -> int:
 class _RunClientApp(ClientApp):
     """A ClientApp that builds the run's :func:`~tasks.fl.apps.client_app` from the message's context."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def __call__(self, message: Message, context: Context) -> Message:
         config = run_config(context)
         _partition(context, config.num_clients)  # fail early, before any SecAgg+ stage, on a wrong node config
