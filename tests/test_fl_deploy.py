@@ -125,6 +125,9 @@ def test_a_secagg_sq_round_through_a_superlink_and_supernodes(tmp_path: Path) ->
         result = federation.run(config, timeout=600)
         node_ids = dict(federation.node_ids)
         started = _descendants(federation)
+        # a round SecAgg+ cannot finish (clients drop after the key exchange) fails the run with the reason
+        with pytest.raises(DeploymentError, match="the ServerApp failed: SecAggAbort: secure aggregation aborted"):
+            federation.run(config.model_copy(update={"dropout": 0.99}), timeout=600)
         # a SuperNode that dies is reported with its log
         federation._procs["supernode-1"].kill()
         with pytest.raises(DeploymentError, match=r"supernode-1 exited with status -9; the tail of .*supernode-1\.log"):
