@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,6 +69,12 @@ def check_port_free(port: int, host: str = _HOST) -> None:
         except OSError as exc:
             raise DeploymentError(f"port {host}:{port} is taken ({exc.strerror}); pick another or pass none "
                                   "to let the OS choose a free one") from None
+
+
+def _exe(name: str) -> str:
+    """Flower's command ``name`` from this interpreter's environment (else from PATH)."""
+    exe = Path(sys.executable).parent / name
+    return str(exe) if exe.exists() else name
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -186,12 +193,13 @@ class Federation:
                              f"{self.num_supernodes} SuperNodes (one client each)")
         self._runs += 1
         out = self.workdir / f"run-{self._runs}"
+        shutil.rmtree(out, ignore_errors=True)  # a reused work directory must not hand back an old result
         run_config = {"tier": "quick", "smoke": False, "overrides": config.model_dump_json(), "result-dir": str(out)}
         override = self.workdir / f"run-{self._runs}.toml"
         override.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in run_config.items()))
         started = time.monotonic()
-        proc = subprocess.run(["flwr", "run", str(APP_DIR), "loopback", "--run-config", str(override), "--format", "json"],
-                              env=self._env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        argv = [_exe("flwr"), "run", str(APP_DIR), "loopback", "--run-config", str(override), "--format", "json"]
+        proc = subprocess.run(argv, env=self._env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         try:
             run_id = json.loads(proc.stdout)["run-id"]
         except (ValueError, KeyError, TypeError):
@@ -223,10 +231,9 @@ class Federation:
         return env
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        exe = Path(sys.executable).parent / argv[0]
         log = (self.logs / f"{name}.log").open("wb")
         try:
-            self._procs[name] = subprocess.Popen([str(exe) if exe.exists() else argv[0], *argv[1:]], env=self._env(),
+            self._procs[name] = subprocess.Popen([_exe(argv[0]), *argv[1:]], env=self._env(),
                                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                  start_new_session=True, cwd=self.workdir)
         finally:
@@ -279,8 +286,8 @@ class Federation:
 
     def _run_status(self, run_id: int) -> tuple[str, str]:
         """The run's status and status details, as ``flwr ls`` reports them from the SuperLink."""
-        proc = subprocess.run(["flwr", "ls", "loopback", "--run-id", str(run_id), "--format", "json"], env=self._env(),
-                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        argv = [_exe("flwr"), "ls", "loopback", "--run-id", str(run_id), "--format", "json"]
+        proc = subprocess.run(argv, env=self._env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         try:
             run = json.loads(proc.stdout)["runs"][0]
         except (ValueError, KeyError, IndexError, TypeError):
