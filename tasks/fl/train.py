@@ -26,13 +26,27 @@ def fp32_reply_bytes(weights: list[np.ndarray], num_examples: int = 100) -> int:
     return message_to_proto(Message(fitres_to_recorddict(res, True), reply_to=incoming)).ByteSize()
 
 
+def round_plan(config: Any, initial: list[np.ndarray]) -> Any:
+    """The run's :class:`~tasks.fl.rounds.RoundPlan` for a model with weights like ``initial``
+    (None for the methods without a codec: fedavg, secagg, dp)."""
+    from tasks.fl.rounds import RoundPlan
+
+    if not config.method.startswith("secagg_"):
+        return None
+    return RoundPlan(codec_kind=config.method.removeprefix("secagg_"), seed=config.seed,
+                     dim=int(sum(a.size for a in initial)), clients_per_round=config.clients_per_round,
+                     bits=config.bits or 1, range=config.range or 0.0, keep=config.keep or 1.0,
+                     pq_codewords=config.pq_codewords or 3, pq_block=config.pq_block or 1,
+                     segments=tuple(int(a.size) for a in initial), field_bits=config.field_bits)
+
+
 def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
     import torch
     from flwr.simulation import run_simulation
 
     from tasks.fl.apps import ClientSpec, ServerRecord, build_model, client_app, evaluate, get_weights, server_app, set_weights
     from tasks.fl.data import load
-    from tasks.fl.rounds import RoundPlan, flatten
+    from tasks.fl.rounds import flatten
 
     for name in ("flwr", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -43,13 +57,7 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
         model = build_model(config.dataset, tuple(config.hidden)).to(device)
         initial = get_weights(model)
     dim = int(flatten(initial).size)
-    plan = None
-    if config.method.startswith("secagg_"):
-        plan = RoundPlan(codec_kind=config.method.removeprefix("secagg_"), seed=config.seed, dim=dim,
-                         clients_per_round=config.clients_per_round, bits=config.bits or 1, range=config.range or 0.0,
-                         keep=config.keep or 1.0, pq_codewords=config.pq_codewords or 3, pq_block=config.pq_block or 1,
-                         segments=tuple(int(a.size) for a in initial),
-                         field_bits=config.field_bits)
+    plan = round_plan(config, initial)
 
     def evaluate_fn(weights: list[np.ndarray]) -> tuple[float, float]:
         set_weights(model, weights)
