@@ -286,7 +286,7 @@ def _one_round(method_kw: dict, dropped: set[int]):  # type: ignore[no-untyped-d
     record = ServerRecord()
     app = server_app(method="secagg_" + method_kw["codec_kind"], rounds=1, num_clients=N_CLIENTS,
                      clients_per_round=N_CLIENTS, initial=[np.zeros(DIM, dtype=np.float32)],
-                     evaluate_fn=evaluate_fn, plan=plan, num_shares=1.0, threshold=THRESHOLD, record=record)
+                     evaluate_fn=evaluate_fn, plan=plan, num_shares=1.0, threshold=float(THRESHOLD), record=record)
     grid = LoopbackGrid({nid: app_for(nid) for nid in node_ids}, {nid: context(nid) for nid in node_ids})
     app(grid=grid, context=Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
     return record, updates, plan, node_ids, evaluated[-1][0]

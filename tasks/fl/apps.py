@@ -181,6 +181,9 @@ def server_app(*, method: str, rounds: int, num_clients: int, clients_per_round:
     if dp is not None:  # central DP: Flower clips each update and noises the mean (noise multiplier, clip)
         strategy = DifferentialPrivacyServerSideFixedClipping(strategy, noise_multiplier=dp[0], clipping_norm=dp[1],
                                                               num_sampled_clients=clients_per_round)
+    # Flower reads a float as a fraction (<= 1) and an int as a count: a whole-number count from a
+    # config file (3.0) must reach it as an int.
+    num_shares, threshold = (int(v) if v > 1 and float(v).is_integer() else v for v in (num_shares, threshold))
     if method in ("fedavg", "dp"):
         fit_workflow = None
     elif method == "secagg":
