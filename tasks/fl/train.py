@@ -50,6 +50,7 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
 
     for name in ("flwr", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet_known_notices()
     torch.manual_seed(config.seed)
     device = "cuda" if config.device == "auto" and torch.cuda.is_available() else ("cpu" if config.device == "auto" else config.device)
     with ctx.phase("setup"):
@@ -155,7 +156,29 @@ def _ray_init_args(cpus: int) -> dict[str, Any]:
     args: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     if address:
         return {**args, "address": address}
-    return {**args, "address": "local", "num_cpus": cpus}
+    return {**args, "address": "local", "num_cpus": cpus, "include_dashboard": False}  # the dashboard: ~1 s of start
+
+
+# Notices every run would print, about what this task does on purpose: the Simulation Engine's
+# ``run_simulation`` (deprecated in favour of ``flwr run``, which this task cannot time per run),
+# metrics the clients do not send, and Ray's note on a future default for CPU-only tasks.
+_KNOWN_NOTICES = ("DEPRECATED FEATURE: The `run_simulation`", "No fit_metrics_aggregation_fn provided",
+                  "No evaluate_metrics_aggregation_fn provided")
+
+
+class _DropKnownNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().lstrip().startswith(_KNOWN_NOTICES)
+
+
+def _quiet_known_notices() -> None:
+    import warnings
+
+    for name in ("flwr", ""):  # Flower's logger, and the root logger its records also reach
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnownNotices) for f in logger.filters):
+            logger.addFilter(_DropKnownNotices())
+    warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
 
 
 def _startup_seconds(started: float, evaluated_at: dict[int, float]) -> float:
