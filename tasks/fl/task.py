@@ -98,7 +98,7 @@ class FLConfig(TaskConfig):
 @register_task("fl")
 class FLTask(Task):
     description = "compressed secure aggregation on Flower: uplink bytes and accuracy vs FedAvg fp32"
-    version = "1"
+    version = "2"  # 2: per-tensor Secure Indexing codebooks with error feedback; the dp method
     Config = FLConfig
     # Imported once by a sweep's fork server, so that no cell pays for them again.
     preload = ("tasks.fl.train", "tasks.fl.apps", "tasks.fl.data", "flwr.simulation", "ray", "datasets",

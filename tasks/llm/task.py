@@ -69,7 +69,7 @@ class LLMConfig(TaskConfig):
 @register_task("llm")
 class LLMTask(Task):
     description = "LM variants fp32/bf16/int8/FP8-rowwise/pruned: perplexity, speed, memory, verbatim memorization"
-    version = "1"
+    version = "2"  # 2: memorization also logs the verbatim-prefix lengths
     Config = LLMConfig
     preload = ("tasks.llm.run", "tasks.llm.measure", "tasks.llm.variants", "tasks.llm.model", "transformers",
                "transformers.models.llama.modeling_llama", "torchao.quantization", "safetensors.torch")
