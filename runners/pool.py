@@ -10,6 +10,7 @@ runners/ray.py); those are the hooks below.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ class Active:
     started: float
 
 
-class CellPool:
+class CellPool(ABC):
     """The scheduling loop; subclasses launch, wait on and stop cells."""
 
     title = "sweep"
@@ -87,21 +88,21 @@ class CellPool:
         self.display.cell_ended(item.key, describe(outcome))
 
     # -- the hooks -------------------------------------------------------------------------
+    @abstractmethod
     def _launch(self, cell: Cell) -> tuple[Hashable, Any]:
         """Start computing ``cell``; returns (the key to wait on, a handle for the pool's own use)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _ready(self, timeout: float) -> list[Hashable]:
         """Keys of active cells with something to receive, waiting at most ``timeout`` seconds."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _receive(self, item: Active) -> None:
         """Read what the cell sent; end it (``self._end``) when it is done."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _stop(self, item: Active) -> None:
         """Kill the cell's computation now (time limit, interrupt)."""
-        raise NotImplementedError
 
     def _release(self, item: Active) -> None:
         """Free what the ended cell held (pipes, processes)."""

@@ -229,8 +229,14 @@ class SecureIndexer:
         bounds = np.cumsum((0, *self.segments))
         return [(int(bounds[i]), int(bounds[i + 1]), cb) for i, cb in enumerate(self.codebooks)]
 
+    @staticmethod
+    def _counts(lo: int, hi: int, codebook: np.ndarray) -> int:
+        """Integers one client sends for the tensor ``[lo, hi)``: k - 1 counts per block."""
+        k, block = codebook.shape
+        return math.ceil((hi - lo) / block) * (k - 1)
+
     def length(self, dim: int) -> int:
-        return sum(math.ceil((hi - lo) / cb.shape[1]) * (cb.shape[0] - 1) for lo, hi, cb in self._layout(dim))
+        return sum(self._counts(lo, hi, cb) for lo, hi, cb in self._layout(dim))
 
     def max_value(self) -> int:
         return 1
@@ -249,8 +255,7 @@ class SecureIndexer:
     def decode(self, total: np.ndarray, clients: int, dim: int) -> np.ndarray:
         out, start = [], 0
         for lo, hi, cb in self._layout(dim):
-            k, block = cb.shape
-            n = math.ceil((hi - lo) / block) * (k - 1)
+            n, k = self._counts(lo, hi, cb), cb.shape[0]
             counts = total[start:start + n].reshape(-1, k - 1).astype(np.float64)
             start += n
             counts = np.concatenate([counts, clients - counts.sum(1, keepdims=True)], axis=1)
