@@ -54,10 +54,10 @@ class LabelDPConfig(TaskConfig):
     spread_neighbors: int = Field(7, ge=1)  # pate_fm: k of the k-NN graph that label spreading propagates over
     teacher_epochs: int = Field(30, ge=1)  # pate_fm: passes over each teacher's partition
     teacher_batch_size: int = Field(16, ge=1)  # pate_fm: minibatch size of the teachers (small partitions)
-    sigma_threshold: float = Field(20.0, gt=0)  # pate_fm: std of the threshold test's noise (sigma1)
+    sigma_threshold: float = Field(30.0, gt=0)  # pate_fm: std of the threshold test's noise (sigma1)
     sigma_gnmax: float = Field(8.0, gt=0)  # pate_fm: std of the noisy argmax's noise (sigma2)
-    threshold: float = Field(30.0, ge=0)  # pate_fm: answer when max votes + noise >= this (T)
-    max_queries: int = Field(400, ge=1)  # pate_fm: public examples asked at most (stops earlier at the budget)
+    threshold: float = Field(40.0, ge=0)  # pate_fm: answer when max votes + noise >= this (T)
+    max_queries: int = Field(400, ge=1)  # pate_fm: public examples asked at most (fewer when the budget buys fewer)
     pseudo_label_threshold: float = Field(0.9, gt=0, le=1)  # pate_fm: student confidence to pseudo-label
     pseudo_label_rounds: int = Field(1, ge=0)  # pate_fm: rounds of self-training on the unlabeled pool
     audit_canaries: int = Field(80, ge=0)  # one-run audit: private labels, each replaced by a wrong one with p=1/2

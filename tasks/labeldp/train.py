@@ -88,7 +88,7 @@ def load_split(config: LabelDPConfig) -> tuple[Split, Canaries]:
         x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
     # Stratified where every class of the subset has two examples; a small train_subset may hold
     # a class once, which no stratified split can place on both sides (the sizes are checked
-    # when the config is read: LabelDPConfig._split_fits).
+    # when the config is read: LabelDPConfig._data_fits).
     stratify = y_train if np.unique(y_train, return_counts=True)[1].min() >= 2 else None
     private_idx, public_idx = train_test_split(np.arange(len(y_train)), test_size=config.public_fraction,
                                                random_state=config.split_seed, stratify=stratify)
