@@ -1,223 +1,34 @@
-"""The label-DP maths of the labeldp task, checked against the definition of DP, and the task end to end.
-
-* RR and RR-with-prior: from the exact output distributions, every likelihood ratio
-  P[out | y] / P[out | y'] is at most e^eps (and RR reaches it), and the samplers draw from them;
-* ALIBI: eps = 2 / b, the Laplace density ratio of any noisy vector is at most e^eps, and the
-  posterior is a distribution that matches Bayes' rule on a hand example;
-* PATE: data-dependent RDP never above the data-independent bound, and below it with consensus;
-  Proposition 7's q bounds the real disagreement rate;
-* the canary lower bound: zero without signal, sound on an attack with known epsilon;
-* each method through ``runners.cell.execute`` on a tiny config.
+"""The labeldp task end to end: configs refused before anything runs, each method through
+``runners.cell.execute``, PATE-FM's queries fixed before any vote, the epsilon of the mechanism
+that ran (a mechanism with no finite epsilon ends the run FAILED), and the one-run canary audit
+catching planted bugs. The pure maths is in ``tests/test_labeldp_maths.py``.
 """
 
 from __future__ import annotations
 
-import doctest
-import itertools
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy import stats
 
 from runners.cell import Cell, execute
 from suite.errors import ConfigError
 from suite.task import get_task
 from tasks.labeldp import mechanisms as mech
-from tasks.labeldp import pate
+from tests.conftest import suite_cli
 
-epsilons = st.floats(0.05, 12.0)
-class_counts = st.integers(2, 10)
-
-
-def _max_log_ratio(distribution) -> float:
-    """max over true labels y, y' and outputs o of log P[o|y] / P[o|y']; inf when P[o|y'] = 0 < P[o|y]."""
-    worst = 0.0
-    k = len(distribution(0))
-    rows = [distribution(y) for y in range(k)]
-    for p, q in itertools.product(rows, repeat=2):
-        assert p.sum() == pytest.approx(1.0) and (p >= 0).all()
-        for po, qo in zip(p, q):
-            if po > 0:
-                worst = max(worst, math.inf if qo == 0 else math.log(po / qo))
-    return worst
+# Four teachers leave no room for consensus: PATE's budget buys a few queries at eps 8 with noise 3.
+TINY = {"epochs": 2, "teacher_epochs": 2, "n_teachers": 4, "max_queries": 30, "audit_canaries": 10,
+        "audit_guesses": 4, "epsilon": 8.0, "threshold": 2.0, "sigma_threshold": 3.0, "sigma_gnmax": 3.0,
+        "train_subset": 400}
 
 
-# --------------------------------------------------------------------------- RR
+def _run(**over: object) -> dict[str, float]:
+    task = get_task("labeldp")
+    return execute(Cell.make(task, "quick", task.resolve("quick", over)), threads=1).metrics
 
 
-@settings(max_examples=40, deadline=None)
-@given(eps=epsilons, k=class_counts)
-def test_rr_likelihood_ratio_is_exactly_e_eps(eps: float, k: int) -> None:
-    worst = _max_log_ratio(lambda y: mech.rr_distribution(y, epsilon=eps, k=k))
-    assert worst == pytest.approx(eps, rel=1e-9)  # at most e^eps, and the bound is tight
-
-
-def test_likelihood_check_catches_a_leaky_mechanism() -> None:
-    """The checker itself can fail: RR run at 2 eps violates eps, and a deterministic map is infinite."""
-    assert _max_log_ratio(lambda y: mech.rr_distribution(y, epsilon=2.0, k=5)) > 1.0 + 0.5
-    assert _max_log_ratio(lambda y: np.eye(5)[y]) == math.inf
-
-
-def test_rr_sampler_draws_from_the_exact_distribution() -> None:
-    rng = np.random.default_rng(0)
-    labels = np.full(40_000, 3)
-    noisy = mech.randomized_response(labels, epsilon=1.0, k=6, rng=rng)
-    freq = np.bincount(noisy, minlength=6) / len(noisy)
-    np.testing.assert_allclose(freq, mech.rr_distribution(3, epsilon=1.0, k=6), atol=0.01)
-    keep, other = mech.rr_probabilities(epsilon=1.0, k=6)
-    assert keep == pytest.approx(math.e / (math.e + 5)) and other == pytest.approx(1 / (math.e + 5))
-
-
-# --------------------------------------------------------------------------- RR-with-prior
-
-priors = st.lists(st.floats(0.0, 1.0), min_size=2, max_size=10).filter(lambda p: sum(p) > 1e-3).map(
-    lambda p: np.asarray(p) / sum(p))
-
-
-@settings(max_examples=60, deadline=None)
-@given(eps=epsilons, prior=priors)
-def test_rr_with_prior_likelihood_ratio_is_at_most_e_eps(eps: float, prior: np.ndarray) -> None:
-    worst = _max_log_ratio(lambda y: mech.rr_prior_distribution(y, prior, epsilon=eps))
-    assert worst <= eps * (1 + 1e-9)
-
-
-@settings(max_examples=60, deadline=None)
-@given(eps=epsilons, prior=priors)
-def test_rr_with_prior_picks_the_k_that_maximises_the_true_label_probability(eps: float, prior: np.ndarray) -> None:
-    top = mech.rr_prior_top_k(prior, epsilon=eps)
-    # P[return the true label] when the label is drawn from the prior, for the chosen set...
-    chosen = sum(prior[y] * mech.rr_prior_distribution(y, prior, epsilon=eps)[y] for y in range(len(prior)))
-    # ...against every k by brute force over the top-k sets.
-    order = np.argsort(-prior, kind="stable")
-    best = max(prior[order[:k]].sum() * mech.rr_probabilities(epsilon=eps, k=k)[0] for k in range(1, len(prior) + 1))
-    assert chosen == pytest.approx(best, rel=1e-9)
-    assert set(top) == set(order[: len(top)])
-
-
-def test_rr_with_prior_sampler_and_a_sharp_prior() -> None:
-    prior = np.array([0.05, 0.9, 0.05, 0.0])
-    # eps = 1: k = 1 (0.9 * 1) beats k = 2 (0.95 * e/(e+1) = 0.69): the answer is always class 1.
-    assert mech.rr_prior_top_k(prior, epsilon=1.0).tolist() == [1]
-    noisy, ks = mech.rr_with_prior(np.array([0, 1, 2, 3]), np.tile(prior, (4, 1)), epsilon=1.0,
-                                   rng=np.random.default_rng(0))
-    assert noisy.tolist() == [1, 1, 1, 1] and ks.tolist() == [1, 1, 1, 1]
-    flat = np.full(4, 0.25)
-    labels = np.full(20_000, 2)
-    noisy, _ = mech.rr_with_prior(labels, np.tile(flat, (len(labels), 1)), epsilon=2.0, rng=np.random.default_rng(1))
-    np.testing.assert_allclose(np.bincount(noisy, minlength=4) / len(labels),
-                               mech.rr_distribution(2, epsilon=2.0, k=4), atol=0.012)
-
-
-# --------------------------------------------------------------------------- ALIBI
-
-
-@settings(max_examples=40, deadline=None)
-@given(eps=epsilons, k=class_counts, data=st.data())
-def test_alibi_epsilon_is_two_over_b_and_bounds_the_density_ratio(eps: float, k: int, data) -> None:
-    b = mech.alibi_scale(epsilon=eps)
-    assert b == pytest.approx(2 / eps) and mech.alibi_epsilon(scale=b) == pytest.approx(eps)
-    noisy = np.asarray(data.draw(st.lists(st.floats(-5, 6), min_size=k, max_size=k)))
-    log_density = [stats.laplace.logpdf(noisy - np.eye(k)[y], scale=b).sum() for y in range(k)]
-    assert max(log_density) - min(log_density) <= eps * (1 + 1e-9) + 1e-12
-    post = mech.alibi_posterior(noisy, np.full(k, 1 / k), scale=b)[0]
-    assert post.sum() == pytest.approx(1.0) and (post >= 0).all()
-
-
-def test_alibi_posterior_matches_bayes_rule_by_hand() -> None:
-    noisy, prior, b = np.array([0.7, -0.2, 1.4]), np.array([0.5, 0.3, 0.2]), 0.8
-    # Bayes' rule written out: prior times the Laplace densities of the three coordinates.
-    joint = np.array([prior[c] * np.prod([math.exp(-abs(noisy[j] - (j == c)) / b) / (2 * b) for j in range(3)])
-                      for c in range(3)])
-    expected = joint / joint.sum()
-    np.testing.assert_allclose(mech.alibi_posterior(noisy, prior, scale=b)[0], expected, rtol=1e-12)
-    # By hand: prior_c * exp((|o_c| - |o_c - 1|) / b) = 0.5 e^0.5, 0.3 e^-1.25, 0.2 e^1.25, normalised.
-    np.testing.assert_allclose(expected, [0.5125, 0.0534, 0.4340], atol=1e-4)
-
-
-def test_alibi_noise_has_the_laplace_scale() -> None:
-    noise = mech.alibi_noise(np.zeros((20_000, 5)), scale=2.0, rng=np.random.default_rng(0)).ravel()
-    assert np.mean(np.abs(noise)) == pytest.approx(2.0, rel=0.02)  # E|Laplace(b)| = b
-
-
-# --------------------------------------------------------------------------- PATE
-
-histograms = st.lists(st.integers(0, 60), min_size=10, max_size=10).filter(lambda v: sum(v) > 0).map(np.asarray)
-
-
-@settings(max_examples=80, deadline=None)
-@given(votes=histograms, sigma=st.floats(1.0, 60.0), sigma1=st.floats(1.0, 100.0), threshold=st.floats(0, 80))
-def test_pate_data_dependent_rdp_never_above_data_independent(votes, sigma, sigma1, threshold) -> None:
-    dependent = pate.gnmax_rdp(votes, sigma=sigma)
-    assert np.all(dependent >= 0) and np.all(np.isfinite(dependent))
-    assert np.all(dependent <= pate.gnmax_rdp_data_independent(sigma=sigma) * (1 + 1e-12))
-    log_q = pate.gnmax_log_q(votes, sigma=sigma)
-    raw = pate.theorem6_rdp(log_q=log_q, base_rdp=lambda mu: mu / sigma**2, mu1=sigma * math.sqrt(-log_q) + 1,
-                            mu2=sigma * math.sqrt(-log_q))
-    # The reported cost is Theorem 6 where it applies, capped: uncapped, it can exceed the
-    # data-independent bound at low consensus (votes [0,...,0,2,4], sigma 1: 2.19 > 2 at order 2).
-    np.testing.assert_allclose(dependent, np.minimum(raw, pate.gnmax_rdp_data_independent(sigma=sigma)), rtol=1e-12)
-    threshold_cost = pate.threshold_rdp(votes, sigma=sigma1, threshold=threshold)
-    assert np.all(threshold_cost >= 0)
-    assert np.all(threshold_cost <= pate.threshold_rdp_data_independent(sigma=sigma1) * (1 + 1e-12))
-
-
-def test_pate_consensus_is_cheaper_and_costs_grow_as_it_fades() -> None:
-    costs = [pate.gnmax_rdp(np.array([50 - d, d] + [0] * 8), sigma=8.0)[0] for d in (0, 5, 10, 15, 25)]
-    assert costs[0] < pate.gnmax_rdp_data_independent(sigma=8.0)[0] / 100  # unanimity: nearly free
-    assert costs == sorted(costs)  # less consensus, more cost
-    assert costs[-1] == pytest.approx(pate.gnmax_rdp_data_independent(sigma=8.0)[0])  # a tie: no saving
-
-
-@pytest.mark.parametrize("votes", [[30, 25, 5, 0], [20, 18, 17, 5], [40, 10, 10, 0]])
-def test_proposition7_q_bounds_the_disagreement_rate(votes) -> None:
-    sigma, rng = 4.0, np.random.default_rng(0)
-    noisy = np.asarray(votes, dtype=float) + rng.normal(0, sigma, size=(100_000, len(votes)))
-    rate = float((noisy.argmax(1) != np.argmax(votes)).mean())
-    q = math.exp(pate.gnmax_log_q(np.asarray(votes), sigma=sigma))
-    assert rate <= q + 0.005
-    assert rate > q / 10 or q < 1e-3  # a bound, but not a vacuous one
-
-
-def test_rdp_to_epsilon_is_no_worse_than_mironov() -> None:
-    rdp = pate.gnmax_rdp_data_independent(sigma=10.0) * 20
-    mironov = float(np.min(rdp + math.log(1e5) / (pate.ORDERS - 1)))
-    eps = pate.rdp_to_epsilon(rdp, delta=1e-5)
-    assert 0.8 * mironov < eps <= mironov
-
-
-# --------------------------------------------------------------------------- canary audit
-
-
-def test_canary_bound_is_zero_without_signal_and_grows_with_it() -> None:
-    assert mech.canary_epsilon_lower_bound(planted_hits=5, planted_trials=50, control_hits=5, control_trials=50) == 0
-    bounds = [mech.canary_epsilon_lower_bound(planted_hits=h, planted_trials=100, control_hits=2, control_trials=100)
-              for h in (10, 40, 70, 100)]
-    assert bounds[0] == 0 < bounds[1] < bounds[2] < bounds[3]
-    with pytest.raises(ValueError):
-        mech.canary_epsilon_lower_bound(planted_hits=3, planted_trials=2, control_hits=0, control_trials=2)
-
-
-@pytest.mark.parametrize("eps", [0.5, 2.0])
-def test_canary_bound_is_sound_and_nearly_tight_on_randomized_response(eps: float) -> None:
-    """The attack on RR: it "predicts" the planted label when RR returns it. Hit rates are
-    e^eps / (e^eps + 9) planted and 1 / (e^eps + 9) control, a ratio of exactly e^eps."""
-    keep, other = mech.rr_probabilities(epsilon=eps, k=10)
-    rng, n = np.random.default_rng(0), 200_000
-    bound = mech.canary_epsilon_lower_bound(planted_hits=int(rng.binomial(n, keep)), planted_trials=n,
-                                            control_hits=int(rng.binomial(n, other)), control_trials=n)
-    assert 0.9 * eps < bound <= eps
-
-
-def test_module_doctests() -> None:
-    from suite import cache
-
-    assert doctest.testmod(mech).failed == 0 and doctest.testmod(cache).failed == 0
-
-
-# --------------------------------------------------------------------------- the task
+# --------------------------------------------------------------------------- configs
 
 
 def test_config_requires_budget_for_private_methods_and_drops_it_otherwise() -> None:
@@ -229,33 +40,83 @@ def test_config_requires_budget_for_private_methods_and_drops_it_otherwise() -> 
     plain = task.resolve("quick", {"method": "nonprivate", "epsilon": 3.0})
     assert plain.epsilon is None and plain.delta is None and task().privacy_unit(plain) == "none"
     assert task.resolve("quick", {"method": "alibi"}).delta is None
-    for method, accountant in [("rr", "rr"), ("alibi", "laplace"), ("pate_fm", "pate-rdp-data-dependent")]:
+    for method, accountant in [("rr", "rr"), ("alibi", "laplace"), ("pate_fm", "pate-rdp-data-independent")]:
         config = task.resolve("quick", {"method": method})
-        assert task().privacy_unit(config) == "label" and task().accountant(config) == accountant
+        tags = task().tags(config)
+        assert tags["privacy.unit"] == "label" and tags["privacy.accountant"] == accountant
+        assert tags["privacy.sampler"] == "none"
 
 
-# Four teachers leave no room for consensus: PATE's budget buys a few queries at eps 8 with noise 3.
-TINY = {"epochs": 2, "teacher_epochs": 2, "n_teachers": 4, "max_queries": 30, "n_canaries": 5, "epsilon": 8.0,
-        "threshold": 2.0, "sigma_threshold": 3.0, "sigma_gnmax": 3.0, "train_subset": 400}
+def test_the_split_sizes_the_config_checks_are_the_data_s() -> None:
+    from suite import data
+    from tasks.labeldp.task import _N_CLASSES, _TRAIN_SIZE
+
+    digits = data.digits(split_seed=0)
+    assert len(digits.y_train) == _TRAIN_SIZE["digits"] and digits.n_classes == _N_CLASSES["digits"]
+
+
+BAD = [  # (overrides, the key the error must name, a phrase of the rule)
+    ({"train_subset": 20}, "train_subset=20", "at least 10"),
+    ({"train_subset": 40, "public_fraction": 0.1}, "public_fraction=0.1", "4 public"),
+    ({"train_subset": 5000}, "train_subset=5000", "exceeds the 1437"),
+    ({"train_subset": 100, "audit_canaries": 80}, "audit_canaries=80", "2 to 70"),
+    ({"audit_canaries": 1}, "audit_canaries=1", "0 (none) or 2"),
+    ({"audit_canaries": 10, "audit_guesses": 12}, "audit_guesses=12", "cannot exceed"),
+    ({"method": "pate_fm", "train_subset": 60, "audit_canaries": 0}, "n_teachers=50", "42 private"),
+    ({"method": "pate_fm", "train_subset": 100, "n_teachers": 4, "audit_canaries": 0, "spread_neighbors": 100},
+     "spread_neighbors=100", "below the 100"),
+    ({"method": "rr_prior", "train_subset": 40, "audit_canaries": 0, "stages": 30}, "stages=30", "28 private"),
+    ({"method": "rr", "epsilon": 50}, "epsilon=50", "above 20"),
+    ({"method": "alibi", "epsilon": "inf"}, "epsilon", "finite"),
+    ({"lr": "nan"}, "lr", "finite"),
+    ({"model": "resnet18"}, "model=resnet18", "digits_cnn"),
+    ({"augment": True}, "augment=true", "cifar10 only"),
+]
+
+
+@pytest.mark.parametrize(("over", "key", "rule"), BAD, ids=[b[1] for b in BAD])
+def test_configs_that_cannot_run_are_refused_when_read(over: dict, key: str, rule: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        get_task("labeldp").resolve("quick", over)
+    assert key in str(err.value) and rule in str(err.value)
+
+
+def test_a_config_too_small_for_its_split_exits_2_and_writes_nothing(tmp_path) -> None:
+    result = suite_cli("run", "labeldp", "--set", "train_subset=30", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "train_subset=30" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_smallest_split_the_config_allows_runs() -> None:
+    """The edge of the rules runs: 10 public and 10 private examples, classes too rare to stratify."""
+    m = _run(method="pate_fm", train_subset=20, public_fraction=0.5, n_teachers=10, spread_neighbors=7,
+             audit_canaries=10, epochs=1, epsilon=8.0, threshold=2.0, sigma_threshold=6.0, sigma_gnmax=6.0)
+    assert m["privacy/queries_asked"] == 10  # the budget buys 29, the public set has 10
+
+
+# --------------------------------------------------------------------------- each method
 
 
 @pytest.mark.parametrize("method", ["nonprivate", "rr", "rr_prior", "alibi", "pate_fm"])
 def test_each_method_runs_end_to_end(method: str) -> None:
-    task = get_task("labeldp")
-    config = task.resolve("quick", {**TINY, "method": method})
-    m = execute(Cell.make(task, "quick", config), threads=1).metrics
+    m = _run(**TINY, method=method)
     assert 0 <= m["utility/accuracy"] <= 1 and m["compute/params"] > 0
-    assert 0 <= m["privacy/canary_planted_rate"] <= 1 and m["privacy/audit_epsilon_lb"] >= 0
+    assert m["compute/model_bytes"] == 4 * m["compute/params"]  # float32, no buffers
+    assert m["privacy/audit_canaries"] == 10 and m["privacy/audit_guesses"] == 4
+    assert 0 <= m["privacy/audit_correct"] <= 4 and m["privacy/audit_epsilon_lb"] >= 0
     if method == "nonprivate":
         assert "privacy/epsilon" not in m
         return
     if method == "pate_fm":
         assert 0 < m["privacy/epsilon"] <= 8.0 and m["privacy/delta"] == 1e-5
-        assert m["privacy/epsilon"] <= m["privacy/epsilon_data_independent"]
+        assert m["privacy/epsilon_data_dependent"] <= m["privacy/epsilon"]
+        assert m["privacy/epsilon_rdp"] == pytest.approx(m["privacy/epsilon"], rel=0.02)
+        assert m["privacy/epsilon_pld"] < m["privacy/epsilon"]
         assert 0 < m["privacy/queries_answered"] <= m["privacy/queries_asked"] <= 30
         assert m["privacy/sigma_gnmax"] == 3.0 and m["privacy/threshold"] == 2.0
     else:
-        assert m["privacy/epsilon"] == pytest.approx(8.0)
+        assert m["privacy/epsilon"] == pytest.approx(8.0, rel=1e-9)
     if method == "rr":
         assert m["privacy/rr_flip_probability"] == pytest.approx(1 - math.exp(8) / (math.exp(8) + 9))
     if method == "alibi":
@@ -267,15 +128,137 @@ def test_each_method_runs_end_to_end(method: str) -> None:
 def test_pate_semi_supervised_teachers_beat_supervised_ones_and_both_paths_run() -> None:
     """Label spreading over all (public) features is why the quick tier's teachers are usable;
     the supervised CNN teachers and pseudo-labelled student are the full tier's path."""
-    task = get_task("labeldp")
-    runs = {}
-    for teacher, student in [("label_spreading", "label_spreading"), ("cnn", "pseudo_label")]:
-        config = task.resolve("quick", {**TINY, "method": "pate_fm", "teacher_model": teacher, "student_labels": student})
-        runs[teacher] = execute(Cell.make(task, "quick", config), threads=1).metrics
+    runs = {teacher: _run(**TINY, method="pate_fm", teacher_model=teacher, student_labels=student)
+            for teacher, student in [("label_spreading", "label_spreading"), ("cnn", "pseudo_label")]}
     assert runs["label_spreading"]["utility/teacher_accuracy"] > runs["cnn"]["utility/teacher_accuracy"] + 0.1
     assert all(0 < m["privacy/queries_answered"] and 0 <= m["utility/accuracy"] <= 1 for m in runs.values())
 
 
+# --------------------------------------------------------------------------- PATE-FM's queries
+
+
+def test_pate_asks_the_same_queries_whatever_the_votes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unanimous teachers and teachers split down the middle: one config asks the same public
+    examples, in the same order; only the answers (and how many pass the threshold) differ."""
+    from tasks.labeldp import pate_fm
+
+    asked, answered = [], []
+    real_answer = pate_fm.answer_queries
+
+    def spy(config, votes, plan):
+        queries = real_answer(config, votes, plan)
+        asked.append(queries.asked.copy())
+        answered.append(int(queries.answered.sum()))
+        return queries
+
+    def votes_of(kind: str):
+        def fake(config, split, ctx):
+            votes = np.zeros((len(split.public_x), split.n_classes))
+            if kind == "unanimous":
+                votes[:, 3] = config.n_teachers
+            else:
+                votes[:, :2] = config.n_teachers / 2
+            return votes, 0.5, False
+        return fake
+
+    monkeypatch.setattr(pate_fm, "answer_queries", spy)
+    metrics = []
+    for kind in ("unanimous", "split"):
+        monkeypatch.setattr(pate_fm, "_teacher_votes", votes_of(kind))
+        metrics.append(_run(**{**TINY, "epochs": 1, "threshold": 3.0}, method="pate_fm"))
+    np.testing.assert_array_equal(asked[0], asked[1])
+    assert len(asked[0]) == metrics[0]["privacy/queries_asked"] == metrics[1]["privacy/queries_asked"] > 0
+    assert metrics[0]["privacy/epsilon"] == metrics[1]["privacy/epsilon"]
+    assert answered[0] > answered[1]  # 4 votes clear the threshold 3 more often than 2 do
+
+
+def test_pate_query_count_is_the_same_for_every_seed_and_the_budget_is_respected() -> None:
+    from tasks.labeldp import pate, pate_fm
+
+    task = get_task("labeldp")
+    for eps in (0.5, 1.0, 2.0, 4.0, 8.0):
+        configs = [task.resolve("quick", {"method": "pate_fm", "epsilon": eps, "seed": s}) for s in range(3)]
+        plans = [pate_fm.query_plan(c, n_public=432) for c in configs]  # the quick tier's public set
+        assert len({len(plan) for plan in plans}) == 1
+        assert len({tuple(plan) for plan in plans}) == (3 if len(plans[0]) else 1)  # which ones: seeded
+        c = configs[0]
+        assert pate.data_independent_epsilon(queries=len(plans[0]), sigma_threshold=c.sigma_threshold,
+                                             sigma_gnmax=c.sigma_gnmax, delta=c.delta) <= eps
+
+
+# --------------------------------------------------------------------------- epsilon from the mechanism
+
+
+def test_randomized_response_that_never_flips_ends_failed_with_the_reason(store, monkeypatch) -> None:
+    """The whole path: the channel it sampled from has epsilon inf, the run stops before
+    training, and the store holds a FAILED run that says why (and no FINISHED one)."""
+    from runners.local import run_one
+
+    task = get_task("labeldp")
+    config = task.resolve("quick", {**TINY, "method": "rr", "epsilon": 0.5})
+    monkeypatch.setattr(mech, "rr_channel", lambda *, epsilon, k: np.eye(k))
+    outcome = run_one(task, "quick", config, tracker=store)
+    assert outcome.status == "FAILED"
+    run = store.client.get_run(outcome.run_id)
+    assert run.info.status == "FAILED" and "compute/train_s" not in run.data.metrics
+    reason = run.data.tags["suite.failure_reason"]
+    assert "NoFiniteGuarantee" in reason and "epsilon = inf" in reason and "labeldp rr" in reason
+    assert not store.runs("labeldp", status="FINISHED")
+
+
+@pytest.mark.parametrize(("method", "target", "planted"), [
+    ("rr_prior", "rr_prior_channels", lambda priors, *, epsilon: np.tile(np.eye(priors.shape[1]), (len(priors), 1, 1))),
+    ("alibi", "alibi_scale", lambda *, epsilon: 0.0),
+])
+def test_other_mechanisms_without_noise_report_no_finite_epsilon(method, target, planted, monkeypatch) -> None:
+    from tasks.labeldp.methods import NoFiniteGuarantee
+
+    monkeypatch.setattr(mech, target, planted)
+    with pytest.raises(NoFiniteGuarantee, match="epsilon = inf"):
+        _run(**TINY, method=method)
+
+
+def test_a_leaky_rr_with_prior_stage_reports_its_real_epsilon(monkeypatch) -> None:
+    """Stage 1's channels built for twice the target: the run reports the larger epsilon it sampled with."""
+    real = mech.rr_prior_channels
+    monkeypatch.setattr(mech, "rr_prior_channels", lambda priors, *, epsilon: real(priors, epsilon=2 * epsilon))
+    m = _run(**{**TINY, "epsilon": 1.0}, method="rr_prior")
+    assert m["privacy/epsilon"] == pytest.approx(2.0, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- the audit
+
+
+def test_canaries_are_planted_independently_with_probability_one_half() -> None:
+    from tasks.labeldp.train import plant_canaries
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, size=500)
+    planted = []
+    for seed in range(200):
+        mine = labels.copy()
+        c = plant_canaries(mine, m=40, n_classes=10, rng=np.random.default_rng(seed))
+        assert len(set(c.index)) == 40 and (c.wrong_label != c.true_label).all()
+        assert (mine[c.index] == np.where(c.planted, c.wrong_label, c.true_label)).all()
+        rest = np.setdiff1d(np.arange(500), c.index)
+        assert (mine[rest] == labels[rest]).all()
+        planted.append(c.planted)
+    rate = np.mean(planted)
+    assert abs(rate - 0.5) < 0.02  # 8,000 coins
+    counts = np.sum(planted, axis=1)
+    assert counts.min() < 20 < counts.max()  # not exactly half per run: each canary is its own coin
+
+
+def test_audit_catches_a_sampler_that_ignores_its_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reported epsilon reads the channel; a sampler that returns every label unchanged
+    still reports 0.5. The one-run audit must expose it, and stay below the claim when honest."""
+    over = {"method": "rr", "epsilon": 0.5, "train_subset": 600, "audit_canaries": 80, "audit_guesses": 40}
+    honest = _run(**over)
+    assert honest["privacy/audit_epsilon_lb"] < honest["privacy/epsilon"] == pytest.approx(0.5)
+    monkeypatch.setattr(mech, "sample_channel", lambda labels, channel, *, rng: np.asarray(labels).copy())
+    broken = _run(**over)
+    assert broken["privacy/epsilon"] == pytest.approx(0.5)
+    assert broken["privacy/audit_epsilon_lb"] > broken["privacy/epsilon"]
 # --------------------------------------------------------------------------- teacher-vote cache
 
 
@@ -326,28 +309,3 @@ def test_pate_run_is_identical_whether_its_teacher_votes_are_cached(tmp_path, mo
     assert other_eps["utility/teacher_accuracy"] == fresh["utility/teacher_accuracy"]
 
 
-def test_reported_rr_epsilons_come_from_the_mechanisms_distributions() -> None:
-    from tasks.labeldp import mechanisms as m
-
-    assert m.rr_epsilon(epsilon=2.0, k=10) == pytest.approx(2.0, rel=1e-12)
-    # RR-with-prior: answer sets of one class reveal nothing; any larger set costs exactly epsilon
-    assert m.rr_prior_epsilon(epsilon=3.0, ks=np.array([1, 1]), n_classes=10) == 0.0
-    assert m.rr_prior_epsilon(epsilon=3.0, ks=np.array([1, 2, 7]), n_classes=10) == pytest.approx(3.0, rel=1e-12)
-    # a mechanism that never answers some output for one label but does for another is not DP
-    assert m.worst_case_epsilon(np.array([[1.0, 0.0], [0.5, 0.5]])) == float("inf")
-
-
-# --------------------------------------------------------------------------- planted bug
-
-
-def test_canary_audit_catches_randomized_response_that_never_flips(monkeypatch: pytest.MonkeyPatch) -> None:
-    """RR that returns every label unchanged still reports its claim; the canaries expose it."""
-    task = get_task("labeldp")
-    config = task.resolve("quick", {"method": "rr", "epsilon": 0.5, "train_subset": 400, "n_canaries": 40,
-                                     "epochs": 60})
-    honest = execute(Cell.make(task, "quick", config), threads=1).metrics
-    assert honest["privacy/audit_epsilon_lb"] < honest["privacy/epsilon"] == pytest.approx(0.5)
-    monkeypatch.setattr(mech, "randomized_response", lambda labels, *, epsilon, k, rng: labels.copy())
-    broken = execute(Cell.make(task, "quick", config), threads=1).metrics
-    assert broken["privacy/epsilon"] == pytest.approx(0.5)
-    assert broken["privacy/audit_epsilon_lb"] > broken["privacy/epsilon"]

@@ -5,12 +5,16 @@
   Algorithm 2 "RRWithPrior"): RR restricted to the k most likely classes under a prior, with k
   chosen to maximise the probability of returning the true label;
 * ALIBI's Laplace mechanism on one-hot labels and its Bayesian post-processing (Malek et al.,
-  "Antipodes of Label Differential Privacy: PATE and ALIBI", NeurIPS 2021, Sec. 4);
-* the epsilon lower bound implied by a canary (planted mislabel) attack.
+  "Antipodes of Label Differential Privacy: PATE and ALIBI", NeurIPS 2021, Sec. 4).
 
-Every function that sees a privacy parameter takes it by keyword. The ``*_distribution``
-functions return the mechanisms' exact output distributions, which the tests check against
-the definition of epsilon-DP without sampling; the samplers draw from those same formulas.
+RR and RR-with-prior are written as *channels*: ``channel[y, o] = P[output o | true label y]``
+(one k x k matrix shared by every label, or one per label, shape n x k x k). The sampler draws
+from the channel and :func:`channel_epsilon` reads the same array, so the epsilon a run reports
+is the one of the distributions it sampled from, whatever produced them: a channel that never
+flips (the identity) reports ``inf``. ALIBI's realised parameter is its Laplace scale, read by
+the noise, the posterior and :func:`alibi_epsilon` alike.
+
+Every function that sees a privacy parameter takes it by keyword.
 """
 
 from __future__ import annotations
@@ -18,6 +22,50 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+# --------------------------------------------------------------------------- channels
+
+
+def channel_epsilon(channel: np.ndarray) -> float:
+    """The epsilon a label channel satisfies: the largest log P[o | y] / P[o | y'] over true
+    labels y, y', outputs o and (for a stack of channels, n x k x k) every row's channel; ``inf``
+    when some output is possible under one label and impossible under another.
+
+    >>> round(channel_epsilon(rr_channel(epsilon=1.5, k=4)), 12)
+    1.5
+    >>> channel_epsilon(np.eye(3))  # a "mechanism" that never flips
+    inf
+    """
+    c = np.asarray(channel, dtype=float)
+    if c.ndim not in (2, 3) or c.shape[-1] != c.shape[-2] or c.size == 0:
+        raise ValueError(f"a channel is k x k or n x k x k with k >= 1, got shape {c.shape}")
+    if np.any(c < 0) or not np.allclose(c.sum(-1), 1.0, atol=1e-9):
+        raise ValueError("every row of a channel must be a probability distribution")
+    # For each output o: max_y P[o|y] / min_y' P[o|y'] over the true labels (axis -2).
+    most, least = c.max(axis=-2), c.min(axis=-2)
+    if np.any((most > 0) & (least == 0)):
+        return math.inf
+    used = most > 0
+    return float(np.max(np.log(most[used] / least[used]), initial=0.0))
+
+
+def sample_channel(labels: np.ndarray, channel: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+    """One output per label, drawn from ``channel[y]`` (k x k) or ``channel[i, y]`` (n x k x k).
+
+    Inverse-CDF sampling with each row's CDF set to exactly 1 from its last possible output on:
+    an output of probability 0 is never drawn, whatever the rounding of the cumulative sums.
+
+    >>> sample_channel(np.array([0, 1, 2]), np.eye(3), rng=np.random.default_rng(0)).tolist()
+    [0, 1, 2]
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    c = np.asarray(channel, dtype=float)
+    rows = c[labels] if c.ndim == 2 else c[np.arange(len(labels)), labels]
+    cdf = np.cumsum(rows, axis=1)
+    last = rows.shape[1] - 1 - np.argmax(rows[:, ::-1] > 0, axis=1)  # last output of positive probability
+    cdf[np.arange(rows.shape[1])[None, :] >= last[:, None]] = 1.0
+    u = rng.random(len(labels))
+    return (cdf <= u[:, None]).sum(axis=1)
 
 
 # --------------------------------------------------------------------------- randomized response
@@ -32,107 +80,49 @@ def rr_probabilities(*, epsilon: float, k: int) -> tuple[float, float]:
     return keep, (1.0 - keep) / (k - 1) if k > 1 else 0.0
 
 
-def rr_distribution(label: int, *, epsilon: float, k: int) -> np.ndarray:
-    """Exact output distribution of k-ary RR for one true label."""
+def rr_channel(*, epsilon: float, k: int) -> np.ndarray:
+    """The k x k channel of k-ary RR: the true label with e^eps / (e^eps + k - 1), each other uniformly."""
     keep, other = rr_probabilities(epsilon=epsilon, k=k)
-    out = np.full(k, other)
-    out[label] = keep
-    return out
-
-
-def worst_case_epsilon(distributions: np.ndarray) -> float:
-    """The epsilon a label mechanism satisfies, from its exact output distributions (one row per
-    true label): log of the largest P[out | y] / P[out | y'] over labels y, y' and outputs.
-
-    >>> round(worst_case_epsilon(np.stack([rr_distribution(y, epsilon=1.5, k=4) for y in range(4)])), 12)
-    1.5
-    """
-    d = np.asarray(distributions, dtype=float)
-    num, den = d[:, None, :], d[None, :, :]
-    if np.any((num > 0) & (den == 0)):
-        return math.inf
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(num > 0, num / np.where(den > 0, den, 1.0), 1.0)
-    return float(np.log(ratios.max()))
-
-
-def rr_epsilon(*, epsilon: float, k: int) -> float:
-    """Epsilon of the k-ary RR the run used, recomputed from its exact output distributions."""
-    return worst_case_epsilon(np.stack([rr_distribution(y, epsilon=epsilon, k=k) for y in range(k)]))
-
-
-def randomized_response(labels: np.ndarray, *, epsilon: float, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Each label kept with probability e^eps / (e^eps + k - 1), else replaced by one of the others uniformly.
-
-    >>> randomized_response(np.array([0, 1, 2]), epsilon=50.0, k=3, rng=np.random.default_rng(0)).tolist()
-    [0, 1, 2]
-    """
-    labels = np.asarray(labels)
-    keep, _ = rr_probabilities(epsilon=epsilon, k=k)
-    flip = rng.random(len(labels)) >= keep
-    # A uniform draw among the k - 1 other labels: shift by 1..k-1 modulo k.
-    shift = rng.integers(1, k, size=len(labels)) if k > 1 else np.zeros(len(labels), dtype=int)
-    return np.where(flip, (labels + shift) % k, labels)
+    return np.full((k, k), other) + np.eye(k) * (keep - other)
 
 
 # --------------------------------------------------------------------------- RR-with-prior
 
 
-def rr_prior_top_k(prior: np.ndarray, *, epsilon: float) -> np.ndarray:
-    """The classes RR-with-prior answers from: the k most likely under ``prior``, k maximising
-    e^eps / (e^eps + k - 1) * prior(top k), the probability of returning the true label
-    when the label is drawn from the prior (Ghazi et al. 2021, Algorithm 2)."""
-    order = np.argsort(-np.asarray(prior), kind="stable")
-    mass = np.cumsum(np.asarray(prior)[order])
-    ks = np.arange(1, len(order) + 1)
+def rr_prior_top_k(priors: np.ndarray, *, epsilon: float) -> np.ndarray:
+    """Boolean mask (n x k, or k for one prior) of the classes RR-with-prior answers from: the k
+    most likely under each prior, k maximising e^eps / (e^eps + k - 1) * prior(top k), the
+    probability of returning the true label when it is drawn from the prior (Ghazi et al. 2021,
+    Algorithm 2); the smallest such k on ties, and prior ties broken by class index."""
+    p = np.atleast_2d(np.asarray(priors, dtype=float))
+    order = np.argsort(-p, axis=1, kind="stable")
+    mass = np.cumsum(np.take_along_axis(p, order, axis=1), axis=1)
+    ks = np.arange(1, p.shape[1] + 1)
     keep = 1.0 / (1.0 + (ks - 1) * math.exp(-epsilon))
-    best = int(np.argmax(keep * mass))  # first maximiser: the smallest such k
-    return order[: best + 1]
+    size = np.argmax(keep * mass, axis=1) + 1  # first maximiser: the smallest such k
+    ranks = np.argsort(order, axis=1)  # rank of each class under its prior
+    mask = ranks < size[:, None]
+    return mask if np.ndim(priors) == 2 else mask[0]
 
 
-def rr_prior_distribution(label: int, prior: np.ndarray, *, epsilon: float) -> np.ndarray:
-    """Exact output distribution of RR-with-prior for one true label and one prior (which must
-    not depend on that label)."""
-    # The true label outside the answer set: answer uniformly from the set.
-    return _rr_over_set(label, top=rr_prior_top_k(prior, epsilon=epsilon), epsilon=epsilon, n=len(prior))
+def rr_prior_channels(priors: np.ndarray, *, epsilon: float) -> np.ndarray:
+    """One channel per prior row (n x k x k): k-ary RR over the top-k set when the true label is
+    in it, a uniform answer from the set otherwise. The prior must not depend on the label it
+    is used for (``methods.rr_prior`` builds it from other labels only)."""
+    top = rr_prior_top_k(np.atleast_2d(priors), epsilon=epsilon).astype(float)  # n x k
+    size = top.sum(axis=1)
+    keep = 1.0 / (1.0 + (size - 1) * math.exp(-epsilon))
+    other = np.where(size > 1, (1.0 - keep) / np.maximum(size - 1, 1), 0.0)
+    k = top.shape[1]
+    inside = top[:, None, :] * other[:, None, None] + np.eye(k)[None] * (keep - other)[:, None, None]
+    outside = np.broadcast_to((top / size[:, None])[:, None, :], inside.shape)
+    label_in_top = top[:, :, None] > 0  # row y of example i: is y in i's answer set?
+    return np.where(label_in_top, inside, outside)
 
 
-def rr_with_prior(labels: np.ndarray, priors: np.ndarray, *, epsilon: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """RR-with-prior on each label with its own prior row; returns (noisy labels, k used per label)."""
-    labels = np.asarray(labels)
-    noisy = np.empty_like(labels)
-    ks = np.empty(len(labels), dtype=np.int64)
-    for i, (label, prior) in enumerate(zip(labels, priors)):
-        dist = rr_prior_distribution(int(label), prior, epsilon=epsilon)
-        noisy[i] = rng.choice(len(dist), p=dist)
-        ks[i] = int(np.count_nonzero(dist))
-    return noisy, ks
-
-
-def rr_prior_epsilon(*, epsilon: float, ks: np.ndarray, n_classes: int) -> float:
-    """Epsilon of the RR-with-prior steps the run took, from their exact output distributions.
-
-    A step's distributions depend on its prior only through the size k of the answer set (the
-    classes' names do not change the ratios), so the worst case over the ks used is the run's.
-    """
-    worst = 0.0
-    for k in np.unique(np.asarray(ks)):
-        rows = np.stack([_rr_over_set(y, top=np.arange(int(k)), epsilon=epsilon, n=n_classes)
-                         for y in range(n_classes)])
-        worst = max(worst, worst_case_epsilon(rows))
-    return worst
-
-
-def _rr_over_set(label: int, *, top: np.ndarray, epsilon: float, n: int) -> np.ndarray:
-    out = np.zeros(n)
-    if label in top:
-        keep, other = rr_probabilities(epsilon=epsilon, k=len(top))
-        out[top] = other
-        out[label] = keep
-    else:
-        out[top] = 1.0 / len(top)
-    return out
+def answer_set_sizes(channels: np.ndarray) -> np.ndarray:
+    """How many outputs each channel can return (the k of RR-with-prior's top-k set)."""
+    return (np.asarray(channels).max(axis=-2) > 0).sum(axis=-1)
 
 
 # --------------------------------------------------------------------------- ALIBI
@@ -146,10 +136,11 @@ def alibi_scale(*, epsilon: float) -> float:
 
 
 def alibi_epsilon(*, scale: float) -> float:
-    """Epsilon of the Laplace mechanism of scale b on one-hot labels (L1 sensitivity 2): 2 / b."""
-    if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
-    return 2.0 / scale
+    """Epsilon of the Laplace mechanism of scale b on one-hot labels (L1 sensitivity 2): 2 / b;
+    ``inf`` for b = 0 (no noise)."""
+    if not scale >= 0:
+        raise ValueError(f"scale must be >= 0, got {scale}")
+    return math.inf if scale == 0 else 2.0 / scale
 
 
 def alibi_noise(onehot: np.ndarray, *, scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -169,45 +160,3 @@ def alibi_posterior(noisy: np.ndarray, prior: np.ndarray, *, scale: float) -> np
     logits -= logits.max(axis=1, keepdims=True)
     post = np.exp(logits)
     return post / post.sum(axis=1, keepdims=True)
-
-
-# --------------------------------------------------------------------------- canary audit
-
-
-def canary_epsilon_lower_bound(*, planted_hits: int, planted_trials: int, control_hits: int, control_trials: int,
-                               delta: float = 0.0, confidence: float = 0.95) -> float:
-    """Epsilon lower bound implied by a canary attack, at the given confidence (Clopper-Pearson).
-
-    The attack guesses "the planted label was in the training set" when the model predicts it.
-    ``planted_*``: canaries trained with their planted (wrong) label; ``control_*``: canaries
-    trained with their true label, on which the planted label is only checked. An
-    (eps, delta)-label-DP training gives TPR <= e^eps FPR + delta and, swapping the roles of
-    the two datasets, 1 - FPR <= e^eps (1 - TPR) + delta; so eps >= the larger of
-    log((TPR - delta) / FPR) and log((1 - FPR - delta) / (1 - TPR)), evaluated at a lower
-    confidence bound for each numerator and an upper one for each denominator. Treats the
-    canaries as independent trials; 0 when nothing is implied.
-
-    >>> canary_epsilon_lower_bound(planted_hits=0, planted_trials=50, control_hits=0, control_trials=50)
-    0.0
-    """
-    from scipy.stats import beta
-
-    for hits, trials in ((planted_hits, planted_trials), (control_hits, control_trials)):
-        if trials < 1 or not 0 <= hits <= trials:
-            raise ValueError(f"need 0 <= hits <= trials and trials >= 1 (got {hits} of {trials})")
-    alpha = (1.0 - confidence) / 2  # split between the two proportions
-
-    def lower(h: int, n: int) -> float:
-        return 0.0 if h == 0 else float(beta.ppf(alpha, h, n - h + 1))
-
-    def upper(h: int, n: int) -> float:
-        return 1.0 if h == n else float(beta.ppf(1 - alpha, h + 1, n - h))
-
-    tpr_lo = lower(planted_hits, planted_trials)
-    fpr_hi = upper(control_hits, control_trials)
-    bounds = [0.0]
-    if tpr_lo - delta > 0:
-        bounds.append(math.log((tpr_lo - delta) / fpr_hi))
-    if 1 - fpr_hi - delta > 0:  # 1 - tpr_lo > 0: a lower confidence bound is below 1
-        bounds.append(math.log((1 - fpr_hi - delta) / (1 - tpr_lo)))
-    return max(bounds)

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from suite import data
+from suite.audit import audit_scores
+from suite.meters import model_size
 from suite.task import RunContext
-from tasks.labeldp.mechanisms import canary_epsilon_lower_bound
 from tasks.labeldp.models import MODELS
 from tasks.labeldp.task import LabelDPConfig
 
@@ -40,11 +41,13 @@ class Split:
 
 @dataclass(frozen=True)
 class Canaries:
-    """Indices into the private set; ``planted`` carry ``label`` in training, ``control`` keep their true one."""
+    """Private examples of the audit: each carries ``wrong_label`` in training with probability 1/2
+    (``planted``, drawn independently per canary), else keeps its true label ``true_label``."""
 
-    planted: np.ndarray
-    control: np.ndarray
-    planted_label: np.ndarray  # for planted then control, in that order
+    index: np.ndarray
+    true_label: np.ndarray
+    wrong_label: np.ndarray
+    planted: np.ndarray  # bool, one per canary
 
 
 def rng_for(config: LabelDPConfig, stream: str) -> np.random.Generator:
@@ -68,7 +71,7 @@ def train_and_evaluate(config: LabelDPConfig, ctx: RunContext) -> dict[str, floa
     with ctx.phase("eval"):
         metrics.update(evaluate(model, split.test_x, split.test_y))
         metrics.update(audit(config, model, split, canaries, claimed=metrics.get("privacy/epsilon")))
-    metrics["compute/params"] = float(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    metrics.update(model_size(model))  # the released model: parameters and weight bytes
     return metrics
 
 
@@ -83,10 +86,15 @@ def load_split(config: LabelDPConfig) -> tuple[Split, Canaries]:
     x_train, y_train, x_test, y_test, n_classes = _arrays(config)
     if config.train_subset is not None:
         x_train, y_train = x_train[: config.train_subset], y_train[: config.train_subset]
+    # Stratified where every class of the subset has two examples; a small train_subset may hold
+    # a class once, which no stratified split can place on both sides (the sizes are checked
+    # when the config is read: LabelDPConfig._data_fits).
+    stratify = y_train if np.unique(y_train, return_counts=True)[1].min() >= 2 else None
     private_idx, public_idx = train_test_split(np.arange(len(y_train)), test_size=config.public_fraction,
-                                               random_state=config.split_seed, stratify=y_train)
+                                               random_state=config.split_seed, stratify=stratify)
     private_y = y_train[private_idx].copy()
-    canaries = plant_canaries(private_y, n=config.n_canaries, n_classes=n_classes, rng=rng_for(config, "canaries"))
+    canaries = plant_canaries(private_y, m=config.audit_canaries, n_classes=n_classes,
+                              rng=rng_for(config, "canaries"))
     device = device_of(config)
     split = Split(public_x=torch.as_tensor(x_train[public_idx]).to(device), public_y=y_train[public_idx],
                   private_x=torch.as_tensor(x_train[private_idx]).to(device), private_y=private_y,
@@ -109,13 +117,17 @@ def _arrays(config: LabelDPConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return (*stack(train), *stack(test), n_classes)
 
 
-def plant_canaries(labels: np.ndarray, *, n: int, n_classes: int, rng: np.random.Generator) -> Canaries:
-    """Pick 2n private examples and a wrong label for each; the first n get it in ``labels`` (in place)."""
-    chosen = rng.choice(len(labels), size=min(2 * n, len(labels)), replace=False)
-    wrong = (labels[chosen] + rng.integers(1, n_classes, size=len(chosen))) % n_classes
-    half = len(chosen) // 2
-    labels[chosen[:half]] = wrong[:half]
-    return Canaries(planted=chosen[:half], control=chosen[half:2 * half], planted_label=wrong[: 2 * half])
+def plant_canaries(labels: np.ndarray, *, m: int, n_classes: int, rng: np.random.Generator) -> Canaries:
+    """Pick ``m`` private examples and a wrong label for each; each gets it in ``labels`` (in place)
+    with probability 1/2, independently: the inclusion the one-run audit's theorem assumes."""
+    if not 0 <= m <= len(labels):
+        raise ValueError(f"audit_canaries={m} needs as many private examples, got {len(labels)}")
+    index = rng.choice(len(labels), size=m, replace=False)
+    true_label = labels[index].copy()
+    wrong = (true_label + rng.integers(1, n_classes, size=m)) % n_classes
+    planted = rng.random(m) < 0.5
+    labels[index[planted]] = wrong[planted]
+    return Canaries(index=index, true_label=true_label, wrong_label=wrong, planted=planted)
 
 
 # --------------------------------------------------------------------------- training
@@ -191,18 +203,30 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, fl
 
 def audit(config: LabelDPConfig, model: nn.Module, split: Split, canaries: Canaries,
           claimed: float | None) -> dict[str, float]:
-    """How often the released model predicts each canary's planted label, and the epsilon that implies."""
-    if len(canaries.planted) == 0:
+    """One-run audit (Steinke, Nasr, Jagielski 2023; ``suite.audit``) of the released model.
+
+    Each canary is scored by the model's log-odds of its wrong label over its true one on its
+    features; the ``audit_guesses`` guesses (fixed by the config, half "planted" on the highest
+    scores, half "not planted" on the lowest) give the epsilon lower bound at 95% confidence,
+    with the run's delta where the method has one.
+    """
+    m = len(canaries.index)
+    if m == 0:
         return {}
-    both = np.concatenate([canaries.planted, canaries.control])
-    hits = predict_proba(model, split.private_x[torch.as_tensor(both, device=split.private_x.device)]).argmax(1)
-    hits = hits == canaries.planted_label
-    n = len(canaries.planted)
-    planted_hits, control_hits = int(hits[:n].sum()), int(hits[n:].sum())
-    bound = canary_epsilon_lower_bound(planted_hits=planted_hits, planted_trials=n, control_hits=control_hits,
-                                       control_trials=n, delta=config.delta or 0.0)
-    if claimed is not None and bound > claimed:
+    x = split.private_x[torch.as_tensor(canaries.index, device=split.private_x.device)]
+    log_p = np.log(np.clip(predict_proba(model, x), 1e-30, None))
+    rows = np.arange(m)
+    scores = log_p[rows, canaries.wrong_label] - log_p[rows, canaries.true_label]
+    guesses = config.audit_guesses or m // 2
+    result = audit_scores(scores, canaries.planted, k_in=guesses // 2, k_out=guesses - guesses // 2,
+                          delta=config.delta or 0.0)
+    if claimed is not None and result.epsilon_lb > claimed:
         log.warning("labeldp %s seed %d: canary audit lower bound %.3f exceeds the claimed epsilon %.3f",
-                    config.method, config.seed, bound, claimed)
-    return {"privacy/audit_epsilon_lb": bound, "privacy/canary_planted_rate": planted_hits / n,
-            "privacy/canary_control_rate": control_hits / n}
+                    config.method, config.seed, result.epsilon_lb, claimed)
+    predicted_wrong = log_p.argmax(1) == canaries.wrong_label
+    metrics = result.metrics()
+    if canaries.planted.any():
+        metrics["privacy/canary_planted_rate"] = float(predicted_wrong[canaries.planted].mean())
+    if not canaries.planted.all():
+        metrics["privacy/canary_control_rate"] = float(predicted_wrong[~canaries.planted].mean())
+    return metrics
