@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 
 def loopback_grid(apps: dict, contexts: dict) -> Any:
@@ -102,3 +103,35 @@ def federate(config: Any, client_apps: dict[int, Any], *, initial: list[np.ndarr
                      noise_multiplier=noise_multiplier)
     app(grid=grid, context=Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
     return record, grid, evaluated
+
+
+@pytest.fixture
+def server_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The identity Flower's runtimes give a ServerApp process (messages are stamped with it)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+
+
+def fixed_clients(updates: dict[int, np.ndarray], weights: dict[int, int], dropped: set[int], mods: list) -> dict:
+    """partition -> a ClientApp whose fit adds a fixed update and reports a fixed weight."""
+    from flwr.client import NumPyClient
+    from flwr.clientapp import ClientApp
+
+    class Fixed(NumPyClient):
+        def __init__(self, partition: int) -> None:
+            self.partition = partition
+
+        def get_properties(self, config):  # type: ignore[no-untyped-def]
+            return {"partition-id": self.partition}
+
+        def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+            if self.partition in dropped:
+                raise RuntimeError(f"partition {self.partition} dropped out")
+            return [parameters[0] + updates[self.partition]], weights[self.partition], {}
+
+    def app(partition: int) -> ClientApp:
+        return ClientApp(client_fn=lambda context: Fixed(partition).to_client(), mods=list(mods))
+
+    return {p: app(p) for p in updates}

@@ -18,6 +18,7 @@ from tasks.fl.codecs import (
     OverflowConfigError, RandomMaskPruner, ScalarQuantizer, SecureIndexer, check_field, field_bits, pack,
     pq_codebook, stochastic_quantize, unpack)
 from tasks.fl.task import FLConfig, FLTask
+from tests.fl_loopback import federate, fixed_clients, server_process  # noqa: F401 - server_process is a fixture
 
 
 # -- codecs ------------------------------------------------------------------------------------
@@ -212,38 +213,6 @@ def test_every_cell_of_both_tiers_resolves(tier: str) -> None:
 N_CLIENTS, THRESHOLD, DIM = 5, 3, 40
 
 
-@pytest.fixture
-def server_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The identity Flower's runtimes give a ServerApp process (messages are stamped with it)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
-        monkeypatch.setattr(TaskIdentity, attr, value)
-
-
-def fixed_clients(updates: dict[int, np.ndarray], weights: dict[int, int], dropped: set[int], mods: list) -> dict:
-    """partition -> a ClientApp whose fit adds a fixed update and reports a fixed weight."""
-    from flwr.client import NumPyClient
-    from flwr.clientapp import ClientApp
-
-    class Fixed(NumPyClient):
-        def __init__(self, partition: int) -> None:
-            self.partition = partition
-
-        def get_properties(self, config):  # type: ignore[no-untyped-def]
-            return {"partition-id": self.partition}
-
-        def fit(self, parameters, config):  # type: ignore[no-untyped-def]
-            if self.partition in dropped:
-                raise RuntimeError(f"partition {self.partition} dropped out")
-            return [parameters[0] + updates[self.partition]], weights[self.partition], {}
-
-    def app(partition: int) -> ClientApp:
-        return ClientApp(client_fn=lambda context: Fixed(partition).to_client(), mods=list(mods))
-
-    return {p: app(p) for p in updates}
-
-
 def secagg_round(method_kw: dict, dropped: set[int], weights: dict[int, int] | None = None, dim: int = DIM):  # type: ignore[no-untyped-def]
     """One round of compressed SecAgg+ over N_CLIENTS fixed client updates.
 
@@ -251,7 +220,6 @@ def secagg_round(method_kw: dict, dropped: set[int], weights: dict[int, int] | N
     """
     from tasks.fl.rounds import RoundPlan
     from tasks.fl.secure import compressed_secaggplus_mod
-    from tests.fl_loopback import federate
 
     rng = np.random.default_rng(0)
     updates = {p: rng.normal(0, 0.03, dim).astype(np.float32) for p in range(N_CLIENTS)}
