@@ -198,6 +198,29 @@ def test_a_dp_run_logs_the_accountants_epsilon_and_the_client_unit(tmp_path) -> 
     assert m["privacy/epsilon"] <= 3.0
 
 
+def test_the_benchmark_table_never_averages_two_settings() -> None:
+    from benchmarks.fl import baseline_of, group_settings, label, target
+
+    def run(method: str, seed: int, acc: float, **keys: object):  # type: ignore[no-untyped-def]
+        params = {"method": method, "seed": str(seed), "weighting": "uniform", "keep": "None", "dataset": "digits",
+                  **{k: str(v) for k, v in keys.items()}}
+        return params, {"utility/accuracy": acc, "bandwidth/compression": 1.0 if method == "fedavg" else 40.0}
+
+    rows = [run("fedavg", 0, 0.90), run("fedavg", 1, 0.92), run("fedavg", 0, 0.80, weighting="examples"),
+            run("secagg_prune", 0, 0.89, keep=0.15), run("secagg_prune", 1, 0.91, keep=0.15),
+            run("secagg_prune", 0, 0.70, keep=0.15, weighting="examples"), run("secagg_prune", 0, 0.5, keep=0.3)]
+    groups = group_settings(rows)
+    assert sorted(label(s) for s in groups) == [
+        "fedavg weighting=examples", "fedavg weighting=uniform", "secagg_prune keep=0.15 weighting=examples",
+        "secagg_prune keep=0.15 weighting=uniform", "secagg_prune keep=0.3 weighting=uniform"]
+    prune = next(s for s in groups if label(s) == "secagg_prune keep=0.15 weighting=uniform")
+    assert label(baseline_of(prune, groups)) == "fedavg weighting=uniform"
+    text, holds = target(groups[prune], groups[baseline_of(prune, groups)])
+    assert holds and "paired over 2 seeds -0.0100" in text
+    examples = next(s for s in groups if label(s) == "secagg_prune keep=0.15 weighting=examples")
+    assert not target(groups[examples], groups[baseline_of(examples, groups)])[1]  # 0.70 vs 0.80
+
+
 @pytest.mark.parametrize("tier", ["quick", "full"])
 def test_every_cell_of_both_tiers_resolves(tier: str) -> None:
     from suite.config import expand_grid
