@@ -140,12 +140,16 @@ def _rdp_floor(rate: float, rounds: int, delta: float) -> float:
     Computed on Opacus' whole-number orders only (the fractional ones cost seconds at this
     noise and never give the minimum there, which is the largest order's).
     """
+    import warnings
+
     from opacus.accountants import RDPAccountant
     from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
     orders = [a for a in RDPAccountant.DEFAULT_ALPHAS if float(a).is_integer()]
     rdp = compute_rdp(q=rate, noise_multiplier=_MAX_SIGMA, steps=rounds, orders=orders)
-    return float(get_privacy_spent(orders=orders, rdp=rdp, delta=delta)[0])
+    with warnings.catch_warnings():  # "optimal order is the largest": expected at this noise
+        warnings.simplefilter("ignore", UserWarning)
+        return float(get_privacy_spent(orders=orders, rdp=rdp, delta=delta)[0])
 
 
 def _check_codec(config: FLConfig) -> None:
