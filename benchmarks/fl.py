@@ -55,7 +55,7 @@ def group_settings(rows: list[Row]) -> dict[tuple[tuple[str, str], ...], list[Ro
 
 def label(setting: tuple[tuple[str, str], ...]) -> str:
     values = dict(setting)
-    rest = [f"{k}={v}" for k, v in setting if k != "method" and v not in ("None", "")]
+    rest = [f"{k}={v}" for k, v in setting if k != "method" and v not in ("None", "null", "")]
     return " ".join([values["method"], *rest])
 
 
