@@ -77,8 +77,8 @@ def random_node_ids(n: int, seed: int | None = None) -> list[int]:
     return [int(v) for v in np.random.default_rng(seed).integers(1, 2**63 - 1, size=n)]
 
 
-def federate(config: Any, client_apps: dict[int, Any], *, initial: list[np.ndarray], plan: Any = None,
-             evaluate_fn: Any = None, noise_multiplier: float | None = None, node_ids: list[int] | None = None):  # type: ignore[no-untyped-def]
+def federate(config: Any, client_apps: dict[int, Any], *, initial: list[np.ndarray], plan: Any = None,  # type: ignore[no-untyped-def]
+             evaluate_fn: Any = None, noise_multiplier: float | None = None, node_ids: list[int] | None = None):
     """Run ``config``'s ServerApp over a loopback grid; ``client_apps``: partition -> ClientApp.
 
     Returns ``(record, grid, evaluated)``: the ServerRecord, the grid (its ``replies``) and the

@@ -8,8 +8,6 @@ conformance test and the sweep test run the same apps on the Simulation Engine.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -236,7 +234,8 @@ def test_every_cell_of_both_tiers_resolves(tier: str) -> None:
 N_CLIENTS, THRESHOLD, DIM = 5, 3, 40
 
 
-def secagg_round(method_kw: dict, dropped: set[int], weights: dict[int, int] | None = None, dim: int = DIM):  # type: ignore[no-untyped-def]
+def secagg_round(method_kw: dict, dropped: set[int], weights: dict[int, int] | None = None,  # type: ignore[no-untyped-def]
+                 dim: int = DIM):
     """One round of compressed SecAgg+ over N_CLIENTS fixed client updates.
 
     Returns the ServerRecord, the loopback grid, the updates, the plan and the new global weights.

@@ -101,8 +101,6 @@ def test_keys_a_method_or_weighting_does_not_use_are_null() -> None:
 
 
 def test_examples_weighting_widens_the_field() -> None:
-    from tasks.fl.codecs import OverflowConfigError  # noqa: F401 - its message is what the config shows
-
     narrow = {"method": "secagg_sq", "bits": 1, "clients_per_round": 10}
     assert FLConfig(**narrow, field_bits=4)  # 10 x 1 < 16
     with pytest.raises(ValidationError, match="4-bit field overflows: 10 clients x 64"):
