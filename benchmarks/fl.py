@@ -1,12 +1,18 @@
-"""Benchmark table of the fl quick tier, read from a store.
+"""Benchmark table of the fl family, read from a store.
 
-    .venv/bin/python -m benchmarks.fl [--store sqlite:///mlflow.db]
+    .venv/bin/python -m benchmarks.fl [--store sqlite:///mlflow.db] [--tier quick] [--version N]
 
-Per setting (method, bits, kept fraction, codebook): accuracy (mean ± std over seeds), the
-bytes one client sends per round (Flower-serialized, SecAgg+ included) and the SecAgg+ share
-of them, compression against fp32 FedAvg of the same model, bits per parameter, wall time
-and Simulation Engine start-up per run; then whether the paper's target holds: a setting
-with at least 32x compression whose mean accuracy is within 2 points of FedAvg's.
+One row per setting: every config key that differs between the store's runs (data set,
+weighting, codec keys, overrides) except the seed, so that two settings are never averaged
+into one row. Per row: accuracy (mean ± std over seeds), the bytes one client sends per round
+(Flower-serialized, SecAgg+ included, clients whose update was aggregated) and the SecAgg+
+share of them, bytes per round of clients that dropped out, compression against fp32 FedAvg of
+the same model, bits per parameter, wall time and Simulation Engine start-up per run.
+
+Then the paper's target per setting, against the fedavg row that matches it on every key that
+is not method-specific: at least 32x compression with mean accuracy within 2 points of fedavg's,
+with the accuracy difference paired by seed (one seed trains the same clients in every method).
+Only the newest FINISHED run of a config hash counts, and only runs of one task version.
 """
 
 from __future__ import annotations
@@ -14,63 +20,126 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+Row = tuple[dict[str, str], dict[str, float]]  # (params, metrics) of one run
+_NOT_SETTING = {"seed"}
 
 
-def _setting(p: dict[str, str]) -> str:
-    method = p["method"]
-    if method == "secagg_sq":
-        return f"secagg_sq {p['bits']}-bit"
-    if method == "secagg_prune":
-        return f"secagg_prune keep={float(p['keep']):g} {p['bits']}-bit"
-    if method == "secagg_pq":
-        return f"secagg_pq k={p['pq_codewords']} block={p['pq_block']}"
-    if method == "dp":
-        budget = f"eps={float(p['epsilon']):g}" if p.get("epsilon") not in (None, "None") else f"sigma={p['noise_multiplier']}"
-        return f"dp {budget}"
-    return method
+def _method_keys() -> set[str]:
+    from tasks.fl.config import METHOD_KEYS
+
+    return {k for keys in METHOD_KEYS.values() for k in keys} | {"max_weight"}
+
+
+def varying_keys(rows: Iterable[Row]) -> list[str]:
+    """The config keys whose values differ between runs (the seed aside)."""
+    values: dict[str, set[str]] = defaultdict(set)
+    rows = list(rows)
+    for params, _ in rows:
+        for key, value in params.items():
+            values[key].add(value)
+    keys = {k for k, v in values.items() if len(v) > 1 or any(k not in p for p, _ in rows)}
+    return sorted((keys | {"method"}) - _NOT_SETTING)
+
+
+def group_settings(rows: list[Row]) -> dict[tuple[tuple[str, str], ...], list[Row]]:
+    """Runs grouped by the values of every varying key: one group per setting."""
+    keys = varying_keys(rows)
+    groups: dict[tuple[tuple[str, str], ...], list[Row]] = defaultdict(list)
+    for params, metrics in rows:
+        groups[tuple((k, params.get(k, "")) for k in keys)].append((params, metrics))
+    return dict(groups)
+
+
+def label(setting: tuple[tuple[str, str], ...]) -> str:
+    values = dict(setting)
+    rest = [f"{k}={v}" for k, v in setting if k != "method" and v not in ("None", "null", "")]
+    return " ".join([values["method"], *rest])
+
+
+def baseline_of(setting: tuple[tuple[str, str], ...], settings: Iterable[tuple[tuple[str, str], ...]]) -> Any:
+    """The fedavg setting equal to ``setting`` on every key that is not method-specific, if any."""
+    specific = _method_keys() | {"method"}
+    shared = {k: v for k, v in setting if k not in specific}
+    for other in settings:
+        values = dict(other)
+        if values["method"] == "fedavg" and all(values.get(k) == v for k, v in shared.items()):
+            return other
+    return None
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def report(uri: str | None, tier: str = "quick") -> None:
+def _mean(rows: list[Row], key: str) -> float:
+    return statistics.mean(m.get(key, 0.0) for _, m in rows)
+
+
+def target(rows: list[Row], base: list[Row]) -> tuple[str, bool]:
+    """The 32x-within-2-points verdict of a setting against its fedavg rows, paired by seed."""
+    by_seed = {p["seed"]: m["utility/accuracy"] for p, m in base}
+    diffs = [m["utility/accuracy"] - by_seed[p["seed"]] for p, m in rows if p["seed"] in by_seed]
+    compression = _mean(rows, "bandwidth/compression")
+    gap = statistics.mean(m["utility/accuracy"] for _, m in rows) - statistics.mean(by_seed.values())
+    holds = compression >= 32 and gap >= -0.02
+    paired = (f"paired over {len(diffs)} seeds {_mean_std(diffs)[0]:+.4f} ± {_mean_std(diffs)[1]:.4f}"
+              if diffs else "no common seed")
+    return f"{compression:.1f}x, accuracy {gap:+.4f} vs fedavg ({paired})", holds
+
+
+def read_rows(uri: str | None, tier: str, version: str) -> list[Row]:
     from suite.tracking import Tracker
 
-    groups: dict[str, list] = defaultdict(list)
-    for run in Tracker(uri).runs("fl", status="FINISHED"):
-        if run.data.tags.get("suite.tier") == tier:
-            groups[_setting(run.data.params)].append(run.data.metrics)
-    if not groups:
-        print(f"no finished fl runs of the {tier} tier in the store")
-        return
-    header = (f"{'setting':32} {'seeds':>5} {'accuracy':>16} {'bytes/client/round':>19} {'secagg part':>12} "
-              f"{'compression':>12} {'bits/param':>10} {'wall s':>8} {'start s':>8}")
+    seen, rows = set(), []
+    for run in Tracker(uri).runs("fl", status="FINISHED"):  # newest first: a rerun supersedes
+        tags = run.data.tags
+        if tags.get("suite.tier") != tier or tags.get("suite.task_version") != version:
+            continue
+        if tags.get("suite.config_hash") in seen:
+            continue
+        seen.add(tags.get("suite.config_hash"))
+        rows.append((dict(run.data.params), dict(run.data.metrics)))
+    return rows
+
+
+def report(rows: list[Row]) -> None:
+    groups = group_settings(rows)
+    header = (f"{'setting':44} {'seeds':>5} {'accuracy':>16} {'bytes/client/round':>19} {'secagg part':>12} "
+              f"{'dropped/round':>13} {'compression':>12} {'bits/param':>10} {'wall s':>8} {'start s':>8}")
     print(header)
-    means = {}
-    for name in sorted(groups, key=lambda n: -statistics.mean(m["bandwidth/uplink_bytes"] for m in groups[n])):
-        rows = groups[name]
-        acc, spread = _mean_std([m["utility/accuracy"] for m in rows])
-        means[name] = (acc, statistics.mean(m["bandwidth/compression"] for m in rows))
-        print(f"{name:32} {len(rows):5d} {acc:8.4f} ± {spread:.4f} "
-              f"{statistics.mean(m['bandwidth/uplink_bytes'] for m in rows):19,.0f} "
-              f"{statistics.mean(m['bandwidth/secagg_overhead_bytes'] for m in rows):12,.0f} "
-              f"{means[name][1]:11.1f}x {statistics.mean(m['bandwidth/bits_per_parameter'] for m in rows):10.3f} "
-              f"{statistics.mean(m['compute/wall_s'] for m in rows):8.1f} "
-              f"{statistics.mean(m['compute/startup_s'] for m in rows):8.1f}")
-    if "fedavg" in means:
-        base = means["fedavg"][0]
-        hits = [n for n, (a, c) in means.items() if c >= 32 and a >= base - 0.02]
-        print(f"\ntarget (>= 32x, accuracy within 2 points of fedavg {base:.4f}): "
-              + (", ".join(hits) if hits else "not met by any setting"))
+    for setting in sorted(groups, key=lambda s: -_mean(groups[s], "bandwidth/uplink_bytes")):
+        g = groups[setting]
+        acc, spread = _mean_std([m["utility/accuracy"] for _, m in g])
+        print(f"{label(setting):44} {len(g):5d} {acc:8.4f} ± {spread:.4f} "
+              f"{_mean(g, 'bandwidth/uplink_bytes'):19,.0f} {_mean(g, 'bandwidth/secagg_overhead_bytes'):12,.0f} "
+              f"{_mean(g, 'bandwidth/dropped_bytes'):13,.0f} {_mean(g, 'bandwidth/compression'):11.1f}x "
+              f"{_mean(g, 'bandwidth/bits_per_parameter'):10.3f} {_mean(g, 'compute/wall_s'):8.1f} "
+              f"{_mean(g, 'compute/startup_s'):8.1f}")
+    print("\ntarget: >= 32x uplink compression with accuracy within 2 points of fedavg at the same setting")
+    for setting in groups:
+        base = baseline_of(setting, groups)
+        if dict(setting)["method"] == "fedavg" or base is None:
+            continue
+        text, holds = target(groups[setting], groups[base])
+        print(f"  {label(setting):44} {'holds' if holds else 'not met':8} {text}")
 
 
 def main() -> None:
+    from tasks.fl.task import FLTask
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
     parser.add_argument("--tier", default="quick")
+    parser.add_argument("--version", default=FLTask.version, help="task version (default: the current one)")
     args = parser.parse_args()
-    report(args.store, args.tier)
+    rows = read_rows(args.store, args.tier, args.version)
+    if not rows:
+        print(f"no finished fl runs of the {args.tier} tier, task version {args.version}, in the store")
+        return
+    report(rows)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,19 @@ noise multiplier, sampling rate and number of steps it really used.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
-ACCOUNTANTS = ("rdp", "prv")
+ACCOUNTANTS = ("rdp", "prv", "pld")
+# How a step's batch is drawn: "poisson" (each unit independently with probability q),
+# "fixed_size" (a fixed-size batch without replacement), "none" (no subsampling: q must be 1).
+SAMPLERS = ("poisson", "fixed_size", "none")
 
 # (noise_multiplier, sample_rate, steps), as Opacus accountants keep their history.
 History = Sequence[tuple[float, float, int]]
 
 
-def dpsgd_epsilon(*, history: History, delta: float, accountant: str, eps_error: float = 0.01) -> float:
+def dpsgd_epsilon(*, history: History, delta: float, accountant: str, eps_error: float = 0.01,
+                  sampler: str = "poisson") -> float:
     """Epsilon of DP-SGD (Poisson-subsampled Gaussian mechanism) after ``history`` at ``delta``.
 
     Entries with zero steps compose to nothing and are dropped (an empty history costs
@@ -31,6 +34,7 @@ def dpsgd_epsilon(*, history: History, delta: float, accountant: str, eps_error:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"unknown accountant {accountant!r}; allowed: {', '.join(ACCOUNTANTS)}")
+    _check_sampler(sampler, history)
     for sigma, q, steps in history:
         # Written so that NaN fails every check: a NaN or infinite noise multiplier sends
         # Opacus' RDP and PRV analyses into loops that never end.
@@ -43,6 +47,8 @@ def dpsgd_epsilon(*, history: History, delta: float, accountant: str, eps_error:
         return 0.0
     if any(sigma == 0 for sigma, _, _ in history):
         return math.inf  # no noise: RDP is infinite at every order (the PRV accountant overflows)
+    if accountant == "pld":
+        return _pld_epsilon(history, delta)
     from opacus.accountants import PRVAccountant, RDPAccountant
 
     if accountant == "rdp":
@@ -54,53 +60,34 @@ def dpsgd_epsilon(*, history: History, delta: float, accountant: str, eps_error:
     return float(acc.get_epsilon(delta=delta, eps_error=eps_error))
 
 
-# --------------------------------------------------------------------------- three accountants
-# A minimal version of the shared API, written by the labeldp branch for PATE-FM; the privacy
-# branch's fuller version (fixed-size sampling, its own checks) supersedes it at merge.
-
-SAMPLERS = ("poisson", "fixed_size", "none")  # "none": no subsampling (sample_rate 1, e.g. PATE's queries)
-
-
 def all_epsilons(*, history: History, delta: float, sampler: str = "poisson") -> dict[str, float]:
-    """Epsilon of one history under Opacus' RDP and PRV accountants and dp-accounting's PLD.
+    """Epsilon of one history under each accountant that can analyse its sampler.
 
-    ``history`` entries are ``(noise_std / l2_sensitivity, sample_rate, count)``; with
-    ``sampler="none"`` every sample rate must be 1 (a Gaussian mechanism composed ``count``
-    times), with ``"poisson"`` each entry is a Poisson-subsampled Gaussian. This minimal
-    version does not analyse ``"fixed_size"``.
-
-    Example: four Gaussian mechanisms of noise multiplier 1.5,
-    ``all_epsilons(history=[(1.5, 1.0, 4)], delta=1e-5, sampler="none")``.
+    Keys ``privacy/epsilon_<accountant>``. Poisson sampling and no sampling: RDP and PRV
+    (Opacus) and PLD (Google's ``dp_accounting``), all for the add-or-remove-one relation.
     """
-    if sampler not in ("poisson", "none"):
-        raise ValueError(f"sampler {sampler!r} is not analysed here; allowed: poisson, none")
-    if sampler == "none" and any(q != 1 for _, q, _ in history):
-        raise ValueError("sampler 'none' means no subsampling: every sample rate must be 1")
-    with warnings.catch_warnings():
-        # Opacus' PRV takes log(1 - q), -inf at q = 1, in a branch it then discards; its RDP warns
-        # when the best order is its largest one (the bound is then loose, which is what it is).
-        warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.filterwarnings("ignore", "Optimal order is the largest alpha", UserWarning)
-        out = {f"privacy/epsilon_{a}": dpsgd_epsilon(history=history, delta=delta, accountant=a) for a in ACCOUNTANTS}
-    out["privacy/epsilon_pld"] = _pld_epsilon(history=history, delta=delta)
-    return out
+    return {f"privacy/epsilon_{name}": dpsgd_epsilon(history=history, delta=delta, accountant=name, sampler=sampler)
+            for name in ACCOUNTANTS}
 
 
-def _pld_epsilon(*, history: History, delta: float) -> float:
-    """dp-accounting's privacy-loss-distribution accountant on the same history."""
-    history = [(sigma, q, steps) for sigma, q, steps in history if steps > 0]
-    if not history:
-        return 0.0
-    if any(sigma == 0 for sigma, _, _ in history):
-        return math.inf
-    import dp_accounting
-    from dp_accounting.pld import pld_privacy_accountant
+def _check_sampler(sampler: str, history: History) -> None:
+    # A minimal version of the shared API (the privacy helper's branch has the full one):
+    # fixed-size sampling without replacement needs the data set's size, which a
+    # (noise, rate, steps) history does not carry, so it is refused rather than analysed as Poisson.
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if sampler == "fixed_size":
+        raise ValueError("sampler 'fixed_size' is not analysed here: use 'poisson' or 'none'")
+    if sampler == "none" and any(q != 1 for _, q, steps in history if steps > 0):
+        raise ValueError("sampler 'none' means no subsampling: every sample_rate must be 1")
 
-    def event(sigma: float, q: float) -> dp_accounting.DpEvent:
-        gaussian = dp_accounting.GaussianDpEvent(sigma)
-        return gaussian if q == 1 else dp_accounting.PoissonSampledDpEvent(q, gaussian)
 
-    accountant = pld_privacy_accountant.PLDAccountant()
-    accountant.compose(dp_accounting.ComposedDpEvent(
-        [dp_accounting.SelfComposedDpEvent(event(sigma, q), steps) for sigma, q, steps in history]))
-    return float(accountant.get_epsilon(delta))
+def _pld_epsilon(history: History, delta: float) -> float:
+    """Privacy-loss-distribution epsilon of the Poisson-subsampled Gaussian (``dp_accounting``)."""
+    from dp_accounting import dp_event, pld
+
+    acc = pld.PLDAccountant()  # add-or-remove-one, as Opacus' analyses
+    for sigma, q, steps in history:
+        event = dp_event.GaussianDpEvent(sigma)
+        acc.compose(event if q == 1 else dp_event.PoissonSampledDpEvent(q, event), int(steps))
+    return float(acc.get_epsilon(delta))

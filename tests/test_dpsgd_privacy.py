@@ -313,7 +313,7 @@ def test_bad_delta_is_rejected(delta: float, accountant: str) -> None:
         dpsgd_epsilon(history=[(1.0, 0.1, 10)], delta=delta, accountant=accountant)
 
 
-@pytest.mark.parametrize("name", ["RDP", "gdp", "", "pld"])
+@pytest.mark.parametrize("name", ["RDP", "gdp", ""])
 def test_unknown_accountant_is_rejected(name: str) -> None:
     with pytest.raises(ValueError, match="unknown accountant"):
         dpsgd_epsilon(history=[(1.0, 0.1, 10)], delta=DELTA, accountant=name)

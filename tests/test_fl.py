@@ -8,8 +8,6 @@ conformance test and the sweep test run the same apps on the Simulation Engine.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -18,6 +16,7 @@ from tasks.fl.codecs import (
     OverflowConfigError, RandomMaskPruner, ScalarQuantizer, SecureIndexer, check_field, field_bits, pack,
     pq_codebook, stochastic_quantize, unpack)
 from tasks.fl.task import FLConfig, FLTask
+from tests.fl_loopback import federate, fixed_clients, server_process  # noqa: F401 - server_process is a fixture
 
 
 # -- codecs ------------------------------------------------------------------------------------
@@ -80,7 +79,7 @@ def test_secure_indexing_feeds_back_what_the_codewords_missed() -> None:
     from flwr.app import Context, RecordDict
 
     from tasks.fl.rounds import RoundPlan, codec_from_config
-    from tasks.fl.secure import _encode
+    from tasks.fl.secure import RESIDUAL_KEY, _encode, commit_residual
 
     rng = np.random.default_rng(4)
     plan = RoundPlan(codec_kind="pq", seed=1, dim=96, clients_per_round=4, pq_codewords=5, pq_block=4,
@@ -93,9 +92,30 @@ def test_secure_indexing_feeds_back_what_the_codewords_missed() -> None:
         plan.record_aggregate(rnd - 1, aggregate)
         cfg = plan.fit_config(rnd)
         sent += codec_from_config(cfg).decode(_encode(delta, cfg, 7, ctxt), 1, 96)
-    residual = np.frombuffer(ctxt.state.config_records["fl.residual"]["residual"], dtype=np.float32)
+        commit_residual(ctxt)  # the update was aggregated (the node was asked to unmask)
+    residual = np.frombuffer(ctxt.state.config_records[RESIDUAL_KEY]["residual"], dtype=np.float32)
     np.testing.assert_allclose(sent + residual, 50 * delta, atol=1e-4)
     assert np.linalg.norm(residual) < 0.2 * np.linalg.norm(50 * delta)
+
+
+def test_a_residual_is_kept_only_once_the_update_was_aggregated() -> None:
+    """A client that encoded an update and then dropped out keeps the residual it had."""
+    from flwr.app import Context, RecordDict
+
+    from tasks.fl.rounds import RoundPlan
+    from tasks.fl.secure import RESIDUAL_KEY, _encode, commit_residual
+
+    plan = RoundPlan(codec_kind="pq", seed=1, dim=32, clients_per_round=4, pq_codewords=5, pq_block=4, pq_warmup=0)
+    plan.record_aggregate(0, np.random.default_rng(0).normal(0, 0.01, 32).astype(np.float32))
+    ctxt = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+    delta = np.random.default_rng(1).normal(0, 0.004, 32).astype(np.float32)
+    _encode(delta, plan.fit_config(1), 7, ctxt)
+    assert RESIDUAL_KEY not in ctxt.state.config_records  # encoded, not yet known to be aggregated
+    commit_residual(ctxt)
+    kept = ctxt.state.config_records[RESIDUAL_KEY]["residual"]
+    plan.record_aggregate(1, np.random.default_rng(2).normal(0, 0.01, 32).astype(np.float32))
+    _encode(delta, plan.fit_config(2), 7, ctxt)  # round 2: encoded, then the client drops out
+    assert ctxt.state.config_records[RESIDUAL_KEY]["residual"] == kept
 
 
 def test_pruning_mask_is_shared_and_seeded_by_the_server() -> None:
@@ -127,7 +147,7 @@ def test_dp_needs_delta_clip_and_exactly_one_of_epsilon_and_noise() -> None:
         FLConfig(method="dp", epsilon=2.0, noise_multiplier=1.0, delta=1e-3, clip_norm=0.5)
     with pytest.raises(ValidationError, match="either a target epsilon"):
         FLConfig(method="dp", delta=1e-3, clip_norm=0.5)
-    with pytest.raises(ValidationError, match="dp needs delta and clip_norm"):
+    with pytest.raises(ValidationError, match="dp needs delta"):
         FLConfig(method="dp", epsilon=2.0, clip_norm=0.5)
     assert FLConfig(method="fedavg", epsilon=2.0, delta=1e-3, clip_norm=0.5).epsilon is None
 
@@ -141,7 +161,12 @@ def test_dp_epsilon_is_the_accountants_for_the_runs_noise_rate_and_rounds(given:
     sigma = dp_noise(config)
     logged = dp_metrics(config, sigma)
     assert logged["privacy/sample_rate"] == 0.5 and logged["privacy/steps"] == 30
-    assert logged["privacy/epsilon"] == dpsgd_epsilon(history=[(sigma, 0.5, 30)], delta=1e-3, accountant="rdp")
+    for accountant in ("rdp", "prv", "pld"):  # the same Poisson-subsampled Gaussian under each accountant
+        assert logged[f"privacy/epsilon_{accountant}"] == dpsgd_epsilon(
+            history=[(sigma, 0.5, 30)], delta=1e-3, accountant=accountant, sampler="poisson")
+    assert logged["privacy/epsilon"] == logged["privacy/epsilon_rdp"]
+    assert logged["privacy/epsilon_pld"] == pytest.approx(logged["privacy/epsilon_prv"], rel=0.05)
+    assert logged["privacy/epsilon_pld"] < logged["privacy/epsilon_rdp"]
     if "epsilon" in given:  # calibrated: the least noise that stays within the target
         assert 0.95 * 4.0 <= logged["privacy/epsilon"] <= 4.0
         assert dpsgd_epsilon(history=[(0.9 * sigma, 0.5, 30)], delta=1e-3, accountant="rdp") > 4.0
@@ -163,11 +188,35 @@ def test_a_dp_run_logs_the_accountants_epsilon_and_the_client_unit(tmp_path) -> 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = mlflow.search_runs(experiment_names=["fl"], output_format="list")
     m = run.data.metrics
-    assert run.data.tags["privacy.unit"] == "client"
+    assert run.data.tags["privacy.unit"] == "client" and run.data.tags["privacy.sampler"] == "poisson"
+    assert {"privacy/epsilon_rdp", "privacy/epsilon_prv", "privacy/epsilon_pld"} <= set(m)
     assert m["privacy/sample_rate"] == smoke["clients_per_round"] / smoke["num_clients"] and m["privacy/steps"] == smoke["rounds"]
     assert m["privacy/epsilon"] == pytest.approx(dpsgd_epsilon(
         history=[(m["privacy/noise_multiplier"], m["privacy/sample_rate"], smoke["rounds"])], delta=1e-3, accountant="rdp"))
     assert m["privacy/epsilon"] <= 3.0
+
+
+def test_the_benchmark_table_never_averages_two_settings() -> None:
+    from benchmarks.fl import baseline_of, group_settings, label, target
+
+    def run(method: str, seed: int, acc: float, **keys: object):  # type: ignore[no-untyped-def]
+        params = {"method": method, "seed": str(seed), "weighting": "uniform", "keep": "None", "dataset": "digits",
+                  **{k: str(v) for k, v in keys.items()}}
+        return params, {"utility/accuracy": acc, "bandwidth/compression": 1.0 if method == "fedavg" else 40.0}
+
+    rows = [run("fedavg", 0, 0.90), run("fedavg", 1, 0.92), run("fedavg", 0, 0.80, weighting="examples"),
+            run("secagg_prune", 0, 0.89, keep=0.15), run("secagg_prune", 1, 0.91, keep=0.15),
+            run("secagg_prune", 0, 0.70, keep=0.15, weighting="examples"), run("secagg_prune", 0, 0.5, keep=0.3)]
+    groups = group_settings(rows)
+    assert sorted(label(s) for s in groups) == [
+        "fedavg weighting=examples", "fedavg weighting=uniform", "secagg_prune keep=0.15 weighting=examples",
+        "secagg_prune keep=0.15 weighting=uniform", "secagg_prune keep=0.3 weighting=uniform"]
+    prune = next(s for s in groups if label(s) == "secagg_prune keep=0.15 weighting=uniform")
+    assert label(baseline_of(prune, groups)) == "fedavg weighting=uniform"
+    text, holds = target(groups[prune], groups[baseline_of(prune, groups)])
+    assert holds and "paired over 2 seeds -0.0100" in text
+    examples = next(s for s in groups if label(s) == "secagg_prune keep=0.15 weighting=examples")
+    assert not target(groups[examples], groups[baseline_of(examples, groups)])[1]  # 0.70 vs 0.80
 
 
 @pytest.mark.parametrize("tier", ["quick", "full"])
@@ -182,114 +231,37 @@ def test_every_cell_of_both_tiers_resolves(tier: str) -> None:
 
 # -- SecAgg+ exactness under dropouts, through the real apps -------------------------------------
 
-
-class LoopbackGrid:
-    """A Flower ``Grid`` that hands each message straight to the node's ClientApp, in process."""
-
-    def __new__(cls, *args, **kwargs):  # noqa: D102 - built on Flower's abstract Grid at call time
-        from flwr.serverapp.grid import Grid
-
-        class _Loopback(Grid):
-            def __init__(self, apps: dict, contexts: dict) -> None:
-                from flwr.supercore.run import Run
-
-                self.apps, self.contexts, self._run = apps, contexts, Run.create_empty(1)
-
-            def set_run(self, run):  # type: ignore[no-untyped-def]
-                self._run = run
-
-            @property
-            def run(self):  # type: ignore[no-untyped-def]
-                return self._run
-
-            def create_message(self, *a, **k):  # type: ignore[no-untyped-def]
-                raise NotImplementedError
-
-            def get_node_ids(self):  # type: ignore[no-untyped-def]
-                return list(self.apps)
-
-            def get_nodes(self):  # type: ignore[no-untyped-def]
-                return []
-
-            def push_messages(self, messages):  # type: ignore[no-untyped-def]
-                raise NotImplementedError
-
-            def pull_messages(self, message_ids):  # type: ignore[no-untyped-def]
-                raise NotImplementedError
-
-            def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
-                from flwr.app import Error, Message
-                from flwr.common.serde import message_from_proto, message_to_proto
-
-                replies = []
-                for msg in messages:
-                    nid = msg.metadata.dst_node_id
-                    try:  # through Flower's wire format, so that every node gets its own copy
-                        replies.append(self.apps[nid](message_from_proto(message_to_proto(msg)), self.contexts[nid]))
-                    except Exception as exc:  # a client that fails sends an error reply, as on the Engine
-                        replies.append(Message(Error(code=0, reason=str(exc)), reply_to=msg))
-                return replies
-
-        return _Loopback(*args, **kwargs)
-
-
 N_CLIENTS, THRESHOLD, DIM = 5, 3, 40
 
 
-@pytest.fixture
-def server_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The identity Flower's runtimes give a ServerApp process (messages are stamped with it)."""
-    from flwr.supercore.task_identity import TaskIdentity
+def secagg_round(method_kw: dict, dropped: set[int], weights: dict[int, int] | None = None,  # type: ignore[no-untyped-def]
+                 dim: int = DIM):
+    """One round of compressed SecAgg+ over N_CLIENTS fixed client updates.
 
-    for attr, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):
-        monkeypatch.setattr(TaskIdentity, attr, value)
-
-
-def _one_round(method_kw: dict, dropped: set[int]):  # type: ignore[no-untyped-def]
-    """One round of compressed SecAgg+ over N_CLIENTS fixed client updates; returns the workflow,
-    the updates, the plan and the node ids."""
-    from flwr.app import Context, RecordDict
-    from flwr.client import NumPyClient
-    from flwr.clientapp import ClientApp
-
-    from tasks.fl.apps import ServerRecord, server_app
+    Returns the ServerRecord, the loopback grid, the updates, the plan and the new global weights.
+    """
     from tasks.fl.rounds import RoundPlan
     from tasks.fl.secure import compressed_secaggplus_mod
 
-    node_ids = [11 + 7 * i for i in range(N_CLIENTS)]
     rng = np.random.default_rng(0)
-    updates = {nid: rng.normal(0, 0.03, DIM).astype(np.float32) for nid in node_ids}
+    updates = {p: rng.normal(0, 0.03, dim).astype(np.float32) for p in range(N_CLIENTS)}
+    weights = weights or dict.fromkeys(updates, 1)
+    cap = max(weights.values())
+    kw = {k: v for k, v in method_kw.items() if k != "codec_kind"}
+    config = FLConfig(method="secagg_" + method_kw["codec_kind"], seed=3, num_clients=N_CLIENTS,
+                      clients_per_round=N_CLIENTS, rounds=1, num_shares=1.0, threshold=float(THRESHOLD),
+                      weighting="uniform" if cap == 1 else "examples", max_weight=cap, **kw)
+    plan = RoundPlan(seed=3, dim=dim, clients_per_round=N_CLIENTS, pq_warmup=0, max_weight=cap, **method_kw)
+    plan.record_aggregate(0, rng.normal(0, 0.03, dim).astype(np.float32))  # what a pq codebook is learned from
+    clients = fixed_clients(updates, weights, dropped, [compressed_secaggplus_mod])
+    record, grid, evaluated = federate(config, clients, initial=[np.zeros(dim, dtype=np.float32)], plan=plan)
+    return record, grid, updates, plan, evaluated[-1][0]
 
-    class Fixed(NumPyClient):
-        def __init__(self, nid: int) -> None:
-            self.nid = nid
 
-        def fit(self, parameters, config):  # type: ignore[no-untyped-def]
-            if self.nid in dropped:
-                raise RuntimeError(f"node {self.nid} dropped out")
-            return [parameters[0] + updates[self.nid]], 10, {}
-
-    def app_for(nid: int) -> ClientApp:
-        return ClientApp(client_fn=lambda ctx: Fixed(nid).to_client(), mods=[compressed_secaggplus_mod])
-
-    def context(nid: int) -> Context:
-        return Context(run_id=1, node_id=nid, node_config={}, state=RecordDict(), run_config={})
-
-    evaluated: list[list[np.ndarray]] = []
-
-    def evaluate_fn(weights):  # type: ignore[no-untyped-def]
-        evaluated.append(weights)
-        return 0.0, 0.0
-
-    plan = RoundPlan(seed=3, dim=DIM, clients_per_round=N_CLIENTS, pq_warmup=0, **method_kw)
-    plan.record_aggregate(0, rng.normal(0, 0.03, DIM).astype(np.float32))  # what a pq codebook is learned from
-    record = ServerRecord()
-    app = server_app(method="secagg_" + method_kw["codec_kind"], rounds=1, num_clients=N_CLIENTS,
-                     clients_per_round=N_CLIENTS, initial=[np.zeros(DIM, dtype=np.float32)],
-                     evaluate_fn=evaluate_fn, plan=plan, num_shares=1.0, threshold=float(THRESHOLD), record=record)
-    grid = LoopbackGrid({nid: app_for(nid) for nid in node_ids}, {nid: context(nid) for nid in node_ids})
-    app(grid=grid, context=Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
-    return record, updates, plan, node_ids, evaluated[-1][0]
+def plaintext(plan, updates: dict[int, np.ndarray], weight: int, partition: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """What one client masks: its weighted encoding, then its weight."""
+    code = plan.codec(1).encode(updates[partition], np.random.default_rng([3, 1, partition]))
+    return np.append(code * weight, weight)
 
 
 CODECS = [{"codec_kind": "sq", "bits": 2, "range": 0.05},
@@ -300,23 +272,70 @@ CODECS = [{"codec_kind": "sq", "bits": 2, "range": 0.05},
 @pytest.mark.parametrize("method_kw", CODECS, ids=[c["codec_kind"] for c in CODECS])
 @pytest.mark.parametrize("n_dropped", range(N_CLIENTS - THRESHOLD + 1))
 def test_masked_sum_equals_the_plaintext_sum_of_the_survivors(method_kw: dict, n_dropped: int, server_process) -> None:
-    dropped = set(itertools.islice((11 + 7 * i for i in range(N_CLIENTS)), n_dropped))
-    record, updates, plan, node_ids, new_global = _one_round(method_kw, dropped)
+    dropped = set(range(n_dropped))
+    record, _, updates, plan, new_global = secagg_round(method_kw, dropped)
+    survivors = set(updates) - dropped
     workflow = record.workflow
-    survivors = set(node_ids) - dropped
-    assert workflow.last_survivors == survivors
-    codec = plan.codec(1)
-    expected = sum(codec.encode(updates[nid], np.random.default_rng([3, 1, nid])) for nid in survivors)
+    assert {record.strategy.partition_of[n] for n in workflow.last_survivors} == survivors
+    expected = sum(plaintext(plan, updates, 1, p) for p in survivors)
     np.testing.assert_array_equal(workflow.last_sum, expected)
     # ... and the new global model (from zeros) is the decoded mean of exactly those updates
-    np.testing.assert_allclose(new_global, codec.decode(expected, len(survivors), DIM), atol=1e-6)
+    codec = plan.codec(1)
+    np.testing.assert_allclose(new_global, codec.decode(expected[:-1], len(survivors), DIM), atol=1e-6)
     assert record.error is None
+
+
+@pytest.mark.parametrize("method_kw", CODECS, ids=[c["codec_kind"] for c in CODECS])
+def test_examples_weighting_under_secagg_decodes_the_weighted_mean(method_kw: dict, server_process) -> None:
+    weights = {0: 3, 1: 16, 2: 1, 3: 7, 4: 9}
+    record, _, updates, plan, new_global = secagg_round(method_kw, {4}, weights)
+    codec, survivors = plan.codec(1), [0, 1, 2, 3]
+    expected = sum(plaintext(plan, updates, weights[p], p) for p in survivors)
+    np.testing.assert_array_equal(record.workflow.last_sum, expected)
+    assert expected[-1] == 27  # the survivors' weights, learned only as their sum
+    decoded = {p: codec.decode(plaintext(plan, updates, 1, p)[:-1], 1, DIM) for p in survivors}
+    weighted = sum(weights[p] * decoded[p] for p in survivors) / 27
+    np.testing.assert_allclose(new_global, weighted, atol=1e-6)
+    # widened by log2(16) bits: the field holds 5 clients x 16 (weight) x the codec's largest integer
+    largest = plan.codec(1).max_value()
+    assert plan.field_bits == field_bits(16 * largest, 5) == field_bits(largest, 5) + 4
+    assert not np.allclose(new_global, np.mean([decoded[p] for p in survivors], axis=0), atol=1e-4)
 
 
 @pytest.mark.parametrize("method_kw", CODECS[:1], ids=["sq"])
 def test_fewer_survivors_than_the_threshold_abort_the_round(method_kw: dict, server_process) -> None:
     from tasks.fl.secure import SecAggAbort
 
-    dropped = {11 + 7 * i for i in range(N_CLIENTS - THRESHOLD + 1)}
     with pytest.raises(SecAggAbort, match="fewer than the reconstruction threshold 3"):
-        _one_round(method_kw, dropped)
+        secagg_round(method_kw, set(range(N_CLIENTS - THRESHOLD + 1)))
+
+
+def _masked_vectors(grid, plan, dim: int) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+    from tasks.fl.codecs import unpack
+
+    length = plan.codec(1).length(dim) + 1
+    return [unpack(r.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS][0], plan.field_bits, length)
+            for r in grid.replies if not r.has_error() and RECORD_KEY_CONFIGS in r.content.config_records
+            and Key.MASKED_PARAMETERS in r.content.config_records[RECORD_KEY_CONFIGS]]
+
+
+def test_a_masked_vector_is_uniform_over_the_field_and_not_the_plaintext(server_process) -> None:
+    """What the server receives from each client: indistinguishable from uniform noise in the field.
+
+    1-bit codes (0 or 1) in a 3-bit field: unmasked, they fill 2 of the 8 values; masked, all
+    8 equally often (chi-square against uniform over the field, 4,001 values a client).
+    """
+    from scipy.stats import chisquare
+
+    dim = 4000
+    _, grid, updates, plan, _ = secagg_round({"codec_kind": "sq", "bits": 1, "range": 0.05}, set(), dim=dim)
+    received = _masked_vectors(grid, plan, dim)
+    assert len(received) == N_CLIENTS and plan.field_bits == 3
+    size = 2**plan.field_bits
+    for vector in received:
+        assert not any(np.array_equal(vector, plaintext(plan, updates, 1, p)) for p in updates)
+        assert chisquare(np.bincount(vector, minlength=size)).pvalue > 1e-4
+    # the test can tell: the plaintext encodings themselves are far from uniform
+    assert chisquare(np.bincount(plaintext(plan, updates, 1, 0), minlength=size)).pvalue < 1e-12

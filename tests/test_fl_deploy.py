@@ -147,20 +147,21 @@ def test_a_secagg_sq_round_through_a_superlink_and_supernodes(tmp_path: Path) ->
     plan = round_plan(config, weights)
     codec = plan.codec(1)
     updates = _local_updates(config, initial, {"round": 1, **plan.fit_config(1)})
-    # (each client seeds its stochastic rounding with its node id mod 2**63, as tasks/fl/secure.py does)
-    expected = sum(codec.encode(updates[p], np.random.default_rng([config.seed, 1, node_ids[p] % 2**63]))
-                   for p in node_ids)
+    # each client seeds its stochastic rounding with (seed, round, partition) and appends its weight (1)
+    expected = sum(np.append(codec.encode(updates[p], np.random.default_rng([config.seed, 1, p])), 1) for p in node_ids)
     np.testing.assert_array_equal(arrays["last_sum"], expected)
     # ... and the new global model is the initial one plus its decoded mean
-    np.testing.assert_allclose(arrays["final"], initial + codec.decode(expected, N_NODES, initial.size), atol=1e-6)
+    np.testing.assert_allclose(arrays["final"], initial + codec.decode(expected[:-1], N_NODES, initial.size), atol=1e-6)
     assert np.abs(arrays["final"] - initial).max() > 0
 
     # uplink bytes were counted on the replies that crossed the SuperLink, per node
     assert sorted((b["round"], b["node"]) for b in result["bytes"]) == sorted((1, n) for n in node_ids.values())
-    packed = -(-initial.size * plan.field_bits // 8)
+    packed = -(-(initial.size + 1) * plan.field_bits // 8)
     for b in result["bytes"]:
         assert packed <= b["payload"] < packed + 1024 and b["overhead"] > 0
     metrics = deployed_metrics(result)
     assert result["fp32_reply_bytes"] > 4 * initial.size  # the fp32 FedAvg reply the compression is measured against
     assert metrics["bandwidth/compression"] > 1
     assert metrics["utility/accuracy"] == result["accuracy"]["1"]
+    assert metrics["compute/model_bytes"] == 4 * initial.size and metrics["bandwidth/dropped_bytes"] == 0
+    assert result["samples"] == {"1": list(range(N_NODES))}  # sampled by partition

@@ -1,33 +1,27 @@
-"""The Flower apps: a ClientApp (local SGD + the method's mods) and a ServerApp (legacy FedAvg
-under ``DefaultWorkflow``, with Flower's SecAgg+ or its compressed extension as fit workflow).
+"""The model and the Flower ClientApp: local SGD plus the method's mods.
 
-Everything federated is Flower's: the Simulation Engine runs the apps, ``FedAvg`` samples
-clients and keeps the model, the workflows and mods run the secure-aggregation protocol.
-This module only says what to train and how each method plugs into that machinery.
+Everything federated is Flower's: the Simulation Engine runs the apps, the mods run the
+secure-aggregation protocol. This module only says what a client trains, what weight it
+reports and how each method's mods wrap it; the ServerApp is in :mod:`tasks.fl.server`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from flwr.app import Context, Message
+from flwr.app.message_type import MessageType
 from flwr.client import Client, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
-from flwr.server import LegacyContext, ServerConfig
-from flwr.server.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-from flwr.serverapp import Grid, ServerApp
 from torch import nn
 
-from tasks.fl.meter import MeteredGrid
-from tasks.fl.rounds import RoundPlan
-from tasks.fl.secure import CompressedSecAggPlusWorkflow, compressed_secaggplus_mod
+from tasks.fl.secure import compressed_secaggplus_mod
+from tasks.fl.strategy import PARTITION_KEY, partition_id
 
 
 class ClientDropout(RuntimeError):
@@ -93,12 +87,15 @@ class ClientSpec:
     lr: float
     seed: int
     device: str
-    weighted: bool = True  # False: every client weighs 1 in FedAvg (dp: a client's sensitivity is clip / clients)
+    weight_cap: int = 1  # a client reports min(examples, weight_cap) as its weight: 1 is uniform weighting
 
 
 class _Trainer(NumPyClient):
     def __init__(self, spec: ClientSpec, partition: int) -> None:
         self.spec, self.partition = spec, partition
+
+    def get_properties(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {PARTITION_KEY: self.partition}  # the server samples by partition (tasks.fl.strategy)
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
         spec = self.spec
@@ -116,21 +113,45 @@ class _Trainer(NumPyClient):
                 opt.zero_grad()
                 nn.functional.cross_entropy(model(xs[idx]), ys[idx]).backward()
                 opt.step()
-        return get_weights(model), len(x) if spec.weighted else 1, {}
+        # The fit result's num_examples is the weight FedAvg and SecAgg+ aggregate with.
+        return get_weights(model), min(len(x), spec.weight_cap), {}
 
 
-def dropout_mod(rate: float, seed: int) -> Callable[[Message, Context, Callable], Message]:
-    """A mod that fails a client's training with probability ``rate``, drawn per (seed, round, node).
+Mod = Callable[[Message, Context, Callable], Message]
+
+
+def _round(msg: Message) -> int:
+    return int(msg.metadata.group_id or 0)
+
+
+def dropout_mod(rate: float, seed: int) -> Mod:
+    """A mod that fails a client's training with probability ``rate``, drawn per (seed, round, partition).
 
     Placed inside the SecAgg+ mod, it runs after the key exchange (the masked-vector stage is
     the only one that reaches the client's fit), which is when SecAgg+ must cope with dropouts.
     """
 
     def mod(msg: Message, ctxt: Context, call_next: Callable) -> Message:
-        if rate > 0:
-            coin = np.random.default_rng([seed, int(msg.metadata.group_id or 0), msg.metadata.dst_node_id % 2**63, 7])
+        if rate > 0 and msg.metadata.message_type == MessageType.TRAIN:
+            coin = np.random.default_rng([seed, _round(msg), partition_id(ctxt), 7])
             if coin.random() < rate:
-                raise ClientDropout(f"node {msg.metadata.dst_node_id} dropped out in round {msg.metadata.group_id}")
+                raise ClientDropout(f"partition {partition_id(ctxt)} dropped out in round {_round(msg)}")
+        return call_next(msg, ctxt)
+
+    return mod
+
+
+def seeded_numpy_mod(seed: int) -> Mod:
+    """Seed numpy's global generator per (seed, round, partition) before each training message.
+
+    Flower's SecAgg+ mod rounds the weights stochastically with ``np.random.rand``; seeding it
+    makes ``secagg`` repeatable. Its secrets do not come from that generator (``os.urandom``
+    for the mask seed, the ``cryptography`` package for keys, PyCryptodome for Shamir shares).
+    """
+
+    def mod(msg: Message, ctxt: Context, call_next: Callable) -> Message:
+        if msg.metadata.message_type == MessageType.TRAIN:
+            np.random.seed(np.random.SeedSequence([seed, _round(msg), partition_id(ctxt), 17]).generate_state(4))
         return call_next(msg, ctxt)
 
     return mod
@@ -139,68 +160,8 @@ def dropout_mod(rate: float, seed: int) -> Callable[[Message, Context, Callable]
 def client_app(spec: ClientSpec, method: str, dropout: float) -> ClientApp:
     def client_fn(context: Context) -> Client:
         torch.set_num_threads(1)
-        return _Trainer(spec, int(context.node_config["partition-id"])).to_client()
+        return _Trainer(spec, partition_id(context)).to_client()
 
-    secure = {"fedavg": [], "dp": [], "secagg": [secaggplus_mod]}.get(method, [compressed_secaggplus_mod])
+    secure = {"fedavg": [], "dp": [], "secagg": [seeded_numpy_mod(spec.seed), secaggplus_mod]}.get(
+        method, [compressed_secaggplus_mod])
     return ClientApp(client_fn=client_fn, mods=[*secure, dropout_mod(dropout, spec.seed)])
-
-
-@dataclass
-class ServerRecord:
-    """What the ServerApp leaves behind for the run: per-round accuracy, the byte meter, any error."""
-
-    accuracy: dict[int, float] = field(default_factory=dict)
-    evaluated_at: dict[int, float] = field(default_factory=dict)  # perf_counter() after each round
-    loss: dict[int, float] = field(default_factory=dict)
-    meter: MeteredGrid | None = None
-    error: BaseException | None = None
-    workflow: Any = None
-
-
-def server_app(*, method: str, rounds: int, num_clients: int, clients_per_round: int, initial: list[np.ndarray],
-               evaluate_fn: Callable, plan: RoundPlan | None, num_shares: int | float, threshold: int | float,
-               record: ServerRecord, on_round: Callable[[int], None] = lambda r: None,
-               dp: tuple[float, float] | None = None) -> ServerApp:
-    """A ServerApp: Flower's FedAvg under ``DefaultWorkflow``, the method's fit workflow inside."""
-    from flwr.common import ndarrays_to_parameters
-
-    def fit_config(rnd: int) -> dict[str, Any]:
-        on_round(rnd)
-        return {"round": rnd, **(plan.fit_config(rnd) if plan is not None else {})}
-
-    def central_eval(rnd: int, weights: list[np.ndarray], _: dict) -> tuple[float, dict[str, float]]:
-        loss, acc = evaluate_fn(weights)
-        record.accuracy[rnd], record.loss[rnd] = acc, loss
-        record.evaluated_at[rnd] = time.perf_counter()
-        return loss, {"accuracy": acc}
-
-    strategy = FedAvg(fraction_fit=clients_per_round / num_clients, min_fit_clients=clients_per_round,
-                      min_available_clients=num_clients, fraction_evaluate=0.0, min_evaluate_clients=0,
-                      initial_parameters=ndarrays_to_parameters(initial), evaluate_fn=central_eval,
-                      on_fit_config_fn=fit_config)
-    if dp is not None:  # central DP: Flower clips each update and noises the mean (noise multiplier, clip)
-        strategy = DifferentialPrivacyServerSideFixedClipping(strategy, noise_multiplier=dp[0], clipping_norm=dp[1],
-                                                              num_sampled_clients=clients_per_round)
-    # Flower reads a float as a fraction (<= 1) and an int as a count: a whole-number count from a
-    # config file (3.0) must reach it as an int.
-    num_shares, threshold = (int(v) if v > 1 and float(v).is_integer() else v for v in (num_shares, threshold))
-    if method in ("fedavg", "dp"):
-        fit_workflow = None
-    elif method == "secagg":
-        fit_workflow = SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold)
-    else:
-        fit_workflow = CompressedSecAggPlusWorkflow(plan, num_shares=num_shares, reconstruction_threshold=threshold)
-    record.workflow = fit_workflow
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy)
-        record.meter = MeteredGrid(grid)
-        try:
-            DefaultWorkflow(fit_workflow=fit_workflow)(record.meter, legacy)
-        except BaseException as exc:  # kept for the run's error; the Simulation Engine only logs it
-            record.error = exc
-            raise
-
-    return app

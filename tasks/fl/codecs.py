@@ -176,13 +176,9 @@ def pq_codebook(x: np.ndarray, *, block: int, codewords: int, iters: int, rng: n
     tensor's slice of the last aggregated update), the others fresh random directions drawn by
     the server. A codebook learned only from past aggregates is a closed loop: the aggregate
     decodes into the span of the codebook it was encoded with, so k-means on it never finds a
-    new direction (measured: 0.44, per-tensor codebooks of the running mean, 2 seeds). The
-    random directions keep every direction reachable; their length is twice the 95th
-    percentile of ``x``'s block norms. Measured over
-    3 seeds in an offline loop with these codecs (30 rounds, with error feedback): this 0.902;
-    k-means of the running mean of past aggregates only (one codebook for the whole model,
-    block 16, no zero): 0.41; FLSim's policy, k-means of a "mock" client's update trained in
-    the clear (2 seeds): 0.84-0.89.
+    new direction. The random directions keep every direction reachable; their length is twice
+    the 95th percentile of ``x``'s block norms. FLSim instead learns codebooks from the update
+    of a "mock" client trained in the clear, which would show one client's update to the server.
     """
     if codewords < 3 or codewords % 2 == 0:
         raise ValueError(f"a codebook has an odd number (>= 3) of codewords (pairs +c, -c and 0), got {codewords}")
@@ -214,10 +210,8 @@ class SecureIndexer:
     The zero codeword's count is implied (clients minus the others), so ``k - 1`` counts travel
     per block.
 
-    Each block takes its nearest codeword, as in FLSim's PQ channel; the client keeps what the
-    codeword missed for its next update (error feedback, :func:`tasks.fl.secure._encode`).
-    Measured over 3 seeds in an offline loop with these codecs (30 rounds): nearest 0.902, a
-    randomized choice unbiased along the codeword 0.887.
+    Each block takes its nearest codeword (deterministic, as in FLSim's PQ channel); the client
+    keeps what the codeword missed for its next update (error feedback, :func:`tasks.fl.secure._encode`).
     """
 
     codebooks: tuple[np.ndarray, ...]

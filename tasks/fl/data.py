@@ -38,6 +38,12 @@ def _digits(num_clients: int, alpha: float, split_seed: int) -> tuple[list[Array
     partitioner = DirichletPartitioner(num_partitions=num_clients, partition_by="label", alpha=alpha,
                                        min_partition_size=5, seed=split_seed)
     partitioner.dataset = Dataset.from_dict({"x": x_tr, "label": y_tr})
+    try:
+        partitioner.load_partition(0)
+    except ValueError as exc:  # flwr-datasets gives up after 10 draws; say which keys to change
+        raise ValueError(f"the digits split cannot give each of num_clients={num_clients} clients 5 or more images "
+                         f"with alpha={alpha} and split_seed={split_seed} (flwr-datasets: {exc}); use fewer clients, "
+                         "a larger alpha or another split_seed") from None
     parts = []
     for i in range(num_clients):
         part = partitioner.load_partition(i).with_format("numpy")[:]

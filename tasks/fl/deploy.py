@@ -300,19 +300,21 @@ class Federation:
 
 def deployed_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The fl task's metrics (as :func:`tasks.fl.train.run_federated` reports them) from a deployed run."""
+    from tasks.fl.meter import uplink_summary
+
     rounds = result["config"]["rounds"]
-    per_client_round = [b["payload"] + b["overhead"] for b in result["bytes"]]
-    if str(rounds) not in result["accuracy"] or not per_client_round:
-        raise DeploymentError(f"the run ended without evaluating round {rounds} or without replies")
-    uplink = float(np.mean(per_client_round))
+    if str(rounds) not in result["accuracy"] or not any(b["payload"] for b in result["bytes"]):
+        raise DeploymentError(f"the run ended without evaluating round {rounds} or without a completed client")
+    bandwidth = uplink_summary(result["bytes"], rounds)
+    uplink = bandwidth["bandwidth/uplink_bytes"]
     return {
+        **bandwidth,
         "utility/accuracy": result["accuracy"][str(rounds)],
         "utility/loss": result["loss"][str(rounds)],
-        "bandwidth/uplink_bytes": uplink,
-        "bandwidth/secagg_overhead_bytes": float(np.mean([b["overhead"] for b in result["bytes"]])),
         "bandwidth/compression": result["fp32_reply_bytes"] / uplink,
         "bandwidth/bits_per_parameter": uplink * 8 / result["dim"],
         "compute/params": float(result["dim"]),
+        "compute/model_bytes": float(result["model_bytes"]),
     }
 
 

@@ -99,7 +99,7 @@ def _client_app(config_json: str) -> ClientApp:
     partitions = _LazyPartitions(lambda: load(config.dataset, config.num_clients, config.alpha, config.split_seed,
                                               config.data_dir)[0])
     spec = ClientSpec(config.dataset, tuple(config.hidden), partitions, config.local_epochs, config.batch_size,
-                      config.lr, config.seed, _device(config), weighted=config.method != "dp")
+                      config.lr, config.seed, _device(config), weight_cap=config.client_weight_cap())
     return client_app(spec, config.method, config.dropout)
 
 
@@ -136,7 +136,7 @@ serverapp = ServerApp()
 
 @serverapp.main()
 def _server_main(grid: Grid, context: Context) -> None:
-    from tasks.fl.apps import ServerRecord
+    from tasks.fl.server import ServerRecord
 
     config = run_config(context)
     out = str(context.run_config.get("result-dir", ""))
@@ -156,8 +156,9 @@ def _serve(grid: Grid, context: Context, config: Any, record: Any, weights: dict
     import numpy as np
     import torch
 
-    from tasks.fl.apps import build_model, evaluate, get_weights, server_app, set_weights
+    from tasks.fl.apps import build_model, evaluate, get_weights, set_weights
     from tasks.fl.data import load
+    from tasks.fl.server import server_app
     from tasks.fl.train import dp_noise, round_plan
 
     torch.set_num_threads(1)
@@ -172,11 +173,8 @@ def _serve(grid: Grid, context: Context, config: Any, record: Any, weights: dict
         set_weights(model, new)
         return evaluate(model, x_test, y_test, device)
 
-    app = server_app(method=config.method, rounds=config.rounds, num_clients=config.num_clients,
-                     clients_per_round=config.clients_per_round, initial=initial, evaluate_fn=evaluate_fn,
-                     plan=round_plan(config, initial), num_shares=config.num_shares,
-                     threshold=config.threshold, record=record,
-                     dp=None if (noise := dp_noise(config)) is None else (noise, config.clip_norm))
+    app = server_app(config, initial=initial, evaluate_fn=evaluate_fn, plan=round_plan(config, initial),
+                     record=record, noise_multiplier=dp_noise(config))
     app(grid, context)
 
 
@@ -205,6 +203,8 @@ def _write_result(out: Path, config: Any, record: Any, weights: dict) -> None:
         "loss": {str(r): v for r, v in record.loss.items()},
         "bytes": [{"round": r, "node": n, **kinds} for (r, n), kinds in (record.meter.bytes.items() if record.meter else [])],
         "fp32_reply_bytes": fp32_reply_bytes(initial) if initial else None,
+        "model_bytes": int(sum(a.nbytes for a in initial)) if initial else None,
+        "samples": {str(r): p for r, p in (record.strategy.samples.items() if record.strategy else [])},
         "dim": int(flatten(initial).size) if initial else None,
         "error": None if record.error is None else f"{type(record.error).__name__}: {record.error}",
         "pid": os.getpid(),

@@ -4,13 +4,17 @@
 serialized with Flower's ``message_to_proto`` (what the Deployment Engine sends over gRPC) and
 its ``ByteSize`` is added to the sending client's count for that round, as payload (the fit
 result or the masked vector) or as SecAgg+ overhead (public keys, encrypted key shares,
-unmasking shares). A client that drops out sends nothing and adds nothing.
+unmasking shares). An error reply (a client that failed) adds nothing.
+
+A client *completed* a round when its payload arrived (its update was aggregated); the keys and
+shares a client sent before it dropped out are counted apart (:func:`uplink_summary`), so that
+dropouts never lower the bytes per client that a method is credited with.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from flwr.app import Message
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
@@ -43,9 +47,9 @@ class MeteredGrid(Grid):
             self.bytes[key][reply_kind(msg)] += message_to_proto(msg).ByteSize()
         return replies
 
-    def per_client_round(self, kind: str | None = None) -> list[int]:
-        """Bytes each client sent in each round it took part in (``kind`` None: both kinds)."""
-        return [sum(v.values()) if kind is None else v[kind] for v in self.bytes.values()]
+    def round_entries(self, rnd: int) -> list[dict[str, int]]:
+        """The byte counts of the clients that sent anything in round ``rnd``."""
+        return [kinds for (r, _), kinds in self.bytes.items() if r == rnd]
 
     # -- the rest of the Grid interface, delegated -------------------------------------------
     def set_run(self, run):  # type: ignore[no-untyped-def]
@@ -69,3 +73,19 @@ class MeteredGrid(Grid):
 
     def pull_messages(self, message_ids):  # type: ignore[no-untyped-def]
         return self._grid.pull_messages(message_ids)
+
+
+def uplink_summary(entries: Iterable[Mapping[str, int]], rounds: int) -> dict[str, float]:
+    """The run's bandwidth metrics from its per-(round, client) byte counts.
+
+    ``uplink_bytes`` and ``secagg_overhead_bytes``: means over the (round, client) pairs whose
+    payload arrived; ``dropped_bytes``: what clients that dropped out sent, per round.
+    """
+    entries = list(entries)
+    completed = [e for e in entries if e["payload"] > 0]
+    if not completed:
+        raise RuntimeError("no client completed a round: no uplink to report")
+    dropped = sum(e["payload"] + e["overhead"] for e in entries if e["payload"] == 0)
+    return {"bandwidth/uplink_bytes": sum(e["payload"] + e["overhead"] for e in completed) / len(completed),
+            "bandwidth/secagg_overhead_bytes": sum(e["overhead"] for e in completed) / len(completed),
+            "bandwidth/dropped_bytes": dropped / rounds}

@@ -48,8 +48,10 @@ def codec_from_config(cfg: dict[str, Any]) -> Any:
 class RoundPlan:
     """Per-round codec parameters of a compressed method, chosen by the server.
 
-    ``codec``: sq, prune or pq. ``field_bits``: the masked field's width; ``None`` picks the
-    narrowest that holds the sum of ``clients_per_round`` clients, a narrower one is rejected.
+    ``codec``: sq, prune or pq. ``max_weight``: the most a client weighs (1: uniform weighting);
+    a client's integers are multiplied by its weight. ``field_bits``: the masked field's width;
+    ``None`` picks the narrowest that holds the sum of ``clients_per_round`` weighted clients, a
+    narrower one is rejected.
     """
 
     codec_kind: str
@@ -65,6 +67,7 @@ class RoundPlan:
     pq_warmup: int = 2
     segments: tuple[int, ...] | None = None  # the model's tensor sizes (pq: a codebook each); None: one
     field_bits: int | None = None
+    max_weight: int = 1
     _aggregates: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _codebooks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -81,7 +84,8 @@ class RoundPlan:
 
     @property
     def max_value(self) -> int:
-        return 1 if self.codec_kind == "pq" else 2**self.bits - 1
+        """The largest integer one client adds to a coordinate: its codec's largest times its weight."""
+        return (1 if self.codec_kind == "pq" else 2**self.bits - 1) * self.max_weight
 
     def _codebook(self, rnd: int) -> np.ndarray:
         if rnd not in self._codebooks:
@@ -108,7 +112,7 @@ class RoundPlan:
         kind = "sq" if self.codec_kind == "pq" and rnd <= self.pq_warmup else self.codec_kind
         bits = 1 if self.codec_kind == "pq" else self.bits
         cfg: dict[str, Any] = {"fl.codec": kind, "fl.seed": self.seed, "fl.round": rnd,
-                               "fl.bits": bits, "fl.range": float(self.range)}
+                               "fl.bits": bits, "fl.range": float(self.range), "fl.max_weight": self.max_weight}
         if kind == "prune":
             cfg.update({"fl.keep": float(self.keep), "fl.mask_seed": self.mask_seed(rnd)})
         if kind == "pq":

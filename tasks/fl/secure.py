@@ -8,6 +8,14 @@ carries a codec's integers instead (:mod:`tasks.fl.codecs`): the client encodes 
 round's sum, and sends it packed at that many bits; the server unmasks the sum of the survivors
 and decodes the mean update.
 
+Weighting: each client appends its weight ``w`` (1 under uniform weighting, its example count
+capped at ``max_weight`` otherwise) and multiplies its integers by ``w`` before masking, so
+that the unmasked sum holds ``sum(w * code)`` and ``sum(w)``: the server decodes the weighted
+mean and learns no client's weight. The field is widened by ``log2(max_weight)`` bits to hold
+that sum. Stochastic rounding stays unbiased (``E[w * code] = w * E[code]``); the rounding
+noise of the weighted mean is ``sum(w**2 var) / sum(w)**2``, more than the uniform mean's when
+weights differ. Secure Indexing's counts become weighted counts.
+
 Reused from Flower unchanged: the setup, share-keys and unmask stages on the client
 (``_setup``, ``_share_keys``, ``_unmask``), their stage and config checks, the server's setup
 and share-keys stages, ``pseudo_rand_gen``, ``combine_shares`` and ``generate_shared_key``.
@@ -39,6 +47,7 @@ from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_
 
 from tasks.fl.codecs import SecureIndexer, check_field, pack, unpack
 from tasks.fl.rounds import RoundPlan, codec_from_config, flatten, unflatten
+from tasks.fl.strategy import partition_id
 
 # The module, not the function of the same name that its package exports.
 flower_mod = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
@@ -80,12 +89,16 @@ def compressed_secaggplus_mod(msg: Message, ctxt: Context, call_next: Callable[[
         out_content = call_next(msg, ctxt).content
         fitres = compat.recorddict_to_fitres(out_content, keep_input=True)
         delta = flatten(parameters_to_ndarrays(fitres.parameters)) - flatten(parameters_to_ndarrays(fitins.parameters))
-        values = _encode(delta, fitins.config, int(state.nid), ctxt)
-        res = _masked_packed_update(state, configs, values)
+        values = _encode(delta, fitins.config, partition_id(ctxt), ctxt)
+        weight = _weight(fitres.num_examples, fitins.config)
+        res = _masked_packed_update(state, configs, np.append(values * weight, weight))
         for arr_record in out_content.array_records.values():
             arr_record.clear()
     elif state.current_stage == Stage.UNMASK:
         res = flower_mod._unmask(state, configs)
+        # The server asks for unmasking shares only from the nodes whose masked vector it
+        # aggregated: now this node knows its update counted, and keeps what it left out.
+        commit_residual(ctxt)
     else:
         raise ValueError(f"unknown SecAgg+ stage {state.current_stage!r}")
     ctxt.state.config_records[RECORD_KEY_STATE] = ConfigRecord(state.to_dict())
@@ -93,20 +106,20 @@ def compressed_secaggplus_mod(msg: Message, ctxt: Context, call_next: Callable[[
     return Message(out_content, reply_to=msg)
 
 
-RESIDUAL_KEY = "fl.residual"
+RESIDUAL_KEY, PENDING_KEY = "fl.residual", "fl.residual_pending"
 
 
-def _encode(delta: np.ndarray, fit_config: dict, nid: int, ctxt: Context) -> np.ndarray:
-    """The update's integers under the round's codec.
+def _encode(delta: np.ndarray, fit_config: dict, partition: int, ctxt: Context) -> np.ndarray:
+    """The update's integers under the round's codec, rounding seeded by (seed, round, partition).
 
     Product quantization keeps error feedback: what a round's codewords left out of the update
     is added to the client's next update (kept in the node's ``Context.state``, which the
-    Simulation Engine keeps per node across rounds, as it keeps SecAgg+'s state). Without it
-    the coarse codebook loses much of each update (offline loop, 3 seeds: 0.850 without, 0.887 with,
-    for a randomized codeword choice).
+    Simulation Engine keeps per node across rounds, as it keeps SecAgg+'s state). The new
+    residual waits as pending until :func:`commit_residual`, so that a client whose update was
+    not aggregated (it dropped out after encoding) does not drop its old residual.
     """
     codec = codec_from_config(fit_config)
-    rng = np.random.default_rng([int(fit_config["fl.seed"]), int(fit_config["fl.round"]), nid % 2**63])
+    rng = np.random.default_rng([int(fit_config["fl.seed"]), int(fit_config["fl.round"]), partition])
     if not isinstance(codec, SecureIndexer):
         values = codec.encode(delta, rng)
     else:
@@ -115,10 +128,25 @@ def _encode(delta: np.ndarray, fit_config: dict, nid: int, ctxt: Context) -> np.
         target = (delta + residual).astype(np.float32)
         values = codec.encode(target, rng)
         residual = target - codec.decode(values, 1, target.size)
-        ctxt.state.config_records[RESIDUAL_KEY] = ConfigRecord({"residual": residual.astype(np.float32).tobytes()})
+        ctxt.state.config_records[PENDING_KEY] = ConfigRecord({"residual": residual.astype(np.float32).tobytes()})
     if values.size and (values.min() < 0 or values.max() > codec.max_value()):
         raise ValueError(f"codec produced values outside [0, {codec.max_value()}]")
     return values
+
+
+def commit_residual(ctxt: Context) -> None:
+    """Make the last encoded round's residual the one the next update starts from."""
+    pending = ctxt.state.config_records.pop(PENDING_KEY, None)
+    if pending is not None:
+        ctxt.state.config_records[RESIDUAL_KEY] = pending
+
+
+def _weight(num_examples: int, fit_config: dict) -> int:
+    """The client's weight (its fit result's num_examples), within the field's ``[1, max_weight]``."""
+    cap = int(fit_config["fl.max_weight"])
+    if not 1 <= num_examples <= cap:
+        raise ValueError(f"client weight {num_examples} outside [1, {cap}]: the field holds max_weight {cap}")
+    return int(num_examples)
 
 
 def _masked_packed_update(state: Any, configs: ConfigRecord, values: np.ndarray) -> dict:
@@ -148,7 +176,25 @@ def _masked_packed_update(state: Any, configs: ConfigRecord, values: np.ndarray)
 # -- server -------------------------------------------------------------------------------------
 
 
-class CompressedSecAggPlusWorkflow(SecAggPlusWorkflow):
+class AbortingSecAggPlusWorkflow(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow, aborting the run with the reason when too few clients survive.
+
+    Flower's own logs an error and skips the round, so a run would go on without training.
+    """
+
+    def _check_threshold(self, state: WorkflowState) -> bool:
+        for node_id in state.sampled_node_ids:
+            alive = state.nid_to_neighbours[node_id] & state.active_node_ids
+            if len(alive) < state.threshold:
+                raise SecAggAbort(
+                    f"secure aggregation aborted: node {node_id} has {len(alive)} surviving neighbours "
+                    f"(of {len(state.nid_to_neighbours[node_id])}), fewer than the reconstruction threshold "
+                    f"{state.threshold}; {len(state.active_node_ids)} of {len(state.sampled_node_ids)} clients are left"
+                    + (f" (first client error: {state.failures[0]})" if state.failures else ""))
+        return True
+
+
+class CompressedSecAggPlusWorkflow(AbortingSecAggPlusWorkflow):
     """``SecAggPlusWorkflow`` over a codec's integers: packed masked vectors, mean update decoded.
 
     ``plan`` gives each round's codec (its shared parameters travel in the fit config), the
@@ -163,17 +209,6 @@ class CompressedSecAggPlusWorkflow(SecAggPlusWorkflow):
                          quantization_range=plan.max_value, modulus_range=2**plan.field_bits, timeout=timeout)
         self.last_sum: np.ndarray | None = None  # the unmasked integer sum of the last round (for tests)
         self.last_survivors: set[int] = set()
-
-    def _check_threshold(self, state: WorkflowState) -> bool:
-        for node_id in state.sampled_node_ids:
-            alive = state.nid_to_neighbours[node_id] & state.active_node_ids
-            if len(alive) < state.threshold:
-                raise SecAggAbort(
-                    f"secure aggregation aborted: node {node_id} has {len(alive)} surviving neighbours "
-                    f"(of {len(state.nid_to_neighbours[node_id])}), fewer than the reconstruction threshold "
-                    f"{state.threshold}; {len(state.active_node_ids)} of {len(state.sampled_node_ids)} clients are left"
-                    + (f" (first client error: {state.failures[0]})" if state.failures else ""))
-        return True
 
     def collect_masked_vectors_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
         cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
@@ -191,7 +226,7 @@ class CompressedSecAggPlusWorkflow(SecAggPlusWorkflow):
         msgs = list(grid.send_and_receive([make(nid) for nid in state.active_node_ids], timeout=self.timeout))
         state.active_node_ids = {m.metadata.src_node_id for m in msgs if not m.has_error()}
         del state.forward_ciphertexts, state.forward_srcs, state.nid_to_fitins
-        length = self.plan.codec(int(cfg[WorkflowKey.CURRENT_ROUND])).length(self.plan.dim)
+        length = self.plan.codec(int(cfg[WorkflowKey.CURRENT_ROUND])).length(self.plan.dim) + 1  # + the weight
         total = np.zeros(length, dtype=np.int64)
         for msg in msgs:
             if msg.has_error():
@@ -252,7 +287,11 @@ class CompressedSecAggPlusWorkflow(SecAggPlusWorkflow):
     def _apply(self, context: LegacyContext, state: WorkflowState, current_round: int, total: np.ndarray,
                survivors: int) -> bool:
         codec = self.plan.codec(current_round)
-        mean_delta = codec.decode(total, survivors, self.plan.dim)
+        weight = int(total[-1])  # the survivors' summed weights (their count under uniform weighting)
+        if not survivors <= weight <= survivors * self.plan.max_weight:
+            raise SecAggAbort(f"round {current_round}: the unmasked weights sum to {weight}, impossible for {survivors} "
+                              f"clients of weight 1..{self.plan.max_weight}")
+        mean_delta = codec.decode(total[:-1], weight, self.plan.dim)
         self.plan.record_aggregate(current_round, mean_delta)
         global_arrays = parameters_to_ndarrays(compat.arrayrecord_to_parameters(
             context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True))

@@ -37,16 +37,19 @@ def round_plan(config: Any, initial: list[np.ndarray]) -> Any:
                      dim=int(sum(a.size for a in initial)), clients_per_round=config.clients_per_round,
                      bits=config.bits or 1, range=config.range or 0.0, keep=config.keep or 1.0,
                      pq_codewords=config.pq_codewords or 3, pq_block=config.pq_block or 1,
-                     segments=tuple(int(a.size) for a in initial), field_bits=config.field_bits)
+                     segments=tuple(int(a.size) for a in initial), field_bits=config.field_bits,
+                     max_weight=config.client_weight_cap())
 
 
 def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
     import torch
     from flwr.simulation import run_simulation
 
-    from tasks.fl.apps import ClientSpec, ServerRecord, build_model, client_app, evaluate, get_weights, server_app, set_weights
+    from tasks.fl.apps import ClientSpec, build_model, client_app, evaluate, get_weights, set_weights
     from tasks.fl.data import load
+    from tasks.fl.meter import uplink_summary
     from tasks.fl.rounds import flatten
+    from tasks.fl.server import ServerRecord, server_app
 
     for name in ("flwr", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -68,13 +71,11 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
         ctx.progress(f"round {rnd}", rnd - 1, config.rounds)
 
     record = ServerRecord()
-    dp = dp_noise(config)
+    sigma = dp_noise(config)
     spec = ClientSpec(config.dataset, tuple(config.hidden), partitions, config.local_epochs, config.batch_size,
-                      config.lr, config.seed, device, weighted=dp is None)
-    server = server_app(method=config.method, rounds=config.rounds, num_clients=config.num_clients,
-                        clients_per_round=config.clients_per_round, initial=initial, evaluate_fn=evaluate_fn, plan=plan,
-                        num_shares=config.num_shares, threshold=config.threshold, record=record, on_round=on_round,
-                        dp=None if dp is None else (dp, config.clip_norm))
+                      config.lr, config.seed, device, weight_cap=config.client_weight_cap())
+    server = server_app(config, initial=initial, evaluate_fn=evaluate_fn, plan=plan, record=record, on_round=on_round,
+                        noise_multiplier=sigma)
     backend = {"client_resources": {"num_cpus": config.client_cpus, "num_gpus": config.client_gpus},
                "init_args": _ray_init_args(config.ray_cpus)}
     started = time.perf_counter()
@@ -92,25 +93,24 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
     if missing or record.meter is None:
         raise RuntimeError(f"the simulation ended without evaluating rounds {missing}")
 
-    per_round: dict[int, list[int]] = {}
-    for (rnd, _), kinds in record.meter.bytes.items():
-        per_round.setdefault(rnd, []).append(sum(kinds.values()))
     for rnd in range(1, config.rounds + 1):
-        ctx.log_step(rnd, {"utility/accuracy": record.accuracy[rnd], "utility/loss": record.loss[rnd],
-                           "bandwidth/uplink_bytes": float(np.mean(per_round.get(rnd, [0])))})
-    uplink = float(np.mean(record.meter.per_client_round()))
-    overhead = float(np.mean(record.meter.per_client_round("overhead")))
-    reference = fp32_reply_bytes(initial)
-    privacy = {} if dp is None else dp_metrics(config, dp)
+        entries = record.meter.round_entries(rnd)
+        step = {"utility/accuracy": record.accuracy[rnd], "utility/loss": record.loss[rnd]}
+        if any(e["payload"] for e in entries):  # a dp round may sample nobody
+            step["bandwidth/uplink_bytes"] = uplink_summary(entries, 1)["bandwidth/uplink_bytes"]
+        ctx.log_step(rnd, step)
+    bandwidth = uplink_summary(record.meter.bytes.values(), config.rounds)
+    uplink = bandwidth["bandwidth/uplink_bytes"]
+    privacy = {} if sigma is None else dp_metrics(config, sigma)
     return {
         **privacy,
+        **bandwidth,
         "utility/accuracy": record.accuracy[config.rounds],
         "utility/loss": record.loss[config.rounds],
-        "bandwidth/uplink_bytes": uplink,
-        "bandwidth/secagg_overhead_bytes": overhead,
-        "bandwidth/compression": reference / uplink,
+        "bandwidth/compression": fp32_reply_bytes(initial) / uplink,
         "bandwidth/bits_per_parameter": uplink * 8 / dim,
         "compute/params": float(dim),
+        "compute/model_bytes": float(sum(a.nbytes for a in initial)),
         "compute/startup_s": _startup_seconds(started, record.evaluated_at),
     }
 
@@ -129,21 +129,26 @@ def dp_noise(config: Any) -> float | None:
                                       steps=config.rounds, accountant="rdp"))
 
 
-def dp_metrics(config: Any, sigma: float) -> dict[str, float]:
-    """Client-level epsilon of the run's Gaussian mechanism, from its actual parameters.
+DP_SAMPLER = "poisson"  # how the dp method samples clients (tasks.fl.strategy.sample_partitions)
 
-    Each round adds noise of std ``sigma * clip_norm / clients_per_round`` to the unweighted mean
-    of the clipped updates of ``clients_per_round`` clients (Flower's
-    ``DifferentialPrivacyServerSideFixedClipping``), so one client's sensitivity is
-    ``clip_norm / clients_per_round``. Flower samples a fixed number of clients per round; the
-    accountant analyses Poisson sampling at the same rate, the usual approximation for DP-FedAvg.
+
+def dp_metrics(config: Any, sigma: float) -> dict[str, float]:
+    """Client-level epsilon of the run's Gaussian mechanism, from its actual parameters, under
+    the RDP, PRV and PLD accountants; ``privacy/epsilon`` is RDP's (the one the noise is calibrated with).
+
+    Each round samples every client independently with probability ``q = clients_per_round /
+    num_clients`` and adds noise of std ``sigma * clip_norm / clients_per_round`` to the sum of
+    the clipped updates over the fixed ``clients_per_round`` (:mod:`tasks.fl.strategy`), so one
+    client's sensitivity is ``clip_norm / clients_per_round``: the Poisson-subsampled Gaussian
+    mechanism with noise multiplier ``sigma``, ``rounds`` times (an empty round is noised too).
     """
-    from suite.privacy import dpsgd_epsilon
+    from suite.privacy import all_epsilons
 
     rate = config.clients_per_round / config.num_clients
-    epsilon = dpsgd_epsilon(history=[(sigma, rate, config.rounds)], delta=config.delta, accountant="rdp")
-    return {"privacy/epsilon": epsilon, "privacy/delta": config.delta, "privacy/noise_multiplier": sigma,
-            "privacy/sample_rate": rate, "privacy/steps": float(config.rounds)}
+    history = [(sigma, rate, config.rounds)]
+    epsilons = all_epsilons(history=history, delta=config.delta, sampler=DP_SAMPLER)
+    return {**epsilons, "privacy/epsilon": epsilons["privacy/epsilon_rdp"], "privacy/delta": config.delta,
+            "privacy/noise_multiplier": sigma, "privacy/sample_rate": rate, "privacy/steps": float(config.rounds)}
 
 
 def _ray_init_args(cpus: int) -> dict[str, Any]:
@@ -162,8 +167,10 @@ def _ray_init_args(cpus: int) -> dict[str, Any]:
 # Notices every run would print, about what this task does on purpose: the Simulation Engine's
 # ``run_simulation`` (deprecated in favour of ``flwr run``, which this task cannot time per run),
 # metrics the clients do not send, and Ray's note on a future default for CPU-only tasks.
+# And the dp wrapper's warning that a round's count differs from the expected clients_per_round,
+# which Poisson sampling does on purpose (the mean's denominator stays fixed; tasks.fl.strategy).
 _KNOWN_NOTICES = ("DEPRECATED FEATURE: The `run_simulation`", "No fit_metrics_aggregation_fn provided",
-                  "No evaluate_metrics_aggregation_fn provided")
+                  "No evaluate_metrics_aggregation_fn provided", "The number of clients returning parameters")
 
 
 class _DropKnownNotices(logging.Filter):
