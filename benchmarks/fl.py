@@ -39,8 +39,8 @@ def report(uri: str | None, tier: str = "quick") -> None:
 
     groups: dict[str, list] = defaultdict(list)
     for run in Tracker(uri).runs("fl", status="FINISHED"):
-        if run.data.tags.get("suite.tier") == tier:
-            groups[_setting(run.data.params)].append(run.data.metrics)
+        if run.tags.get("suite.tier") == tier:
+            groups[_setting(run.params)].append(run.metrics)
     if not groups:
         print(f"no finished fl runs of the {tier} tier in the store")
         return
