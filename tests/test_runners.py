@@ -197,3 +197,33 @@ def test_two_sweeps_writing_one_store_at_once_lose_nothing(tmp_path: Path) -> No
     runs = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").runs("toy")
     assert len(runs) == 6 and all(r.status == "FINISHED" for r in runs)
     assert all("utility/accuracy" in r.metrics for r in runs)
+
+
+def test_suite_run_shares_the_sweeps_lifecycle_busy_check_and_reaping(store) -> None:
+    from runners.cell import Cell
+    from runners.outcome import open_run
+
+    task, config = _toy(seed=4)
+    live = open_run(store, Cell.make(task, "quick", config))  # RUNNING, owned by this (live) process
+    busy = run_one(task, "quick", config, tracker=store)
+    assert busy.status == "BUSY" and store.run(live).status == "RUNNING"
+    store.client.set_tag(live, "suite.pid_start", "0.0")  # as if its process had died
+    done = run_one(task, "quick", config, tracker=store)
+    assert done.status == "FINISHED"
+    assert store.run(live).status == "KILLED" and "stale" in store.run(live).tags["suite.failure_reason"]
+
+
+def test_tracker_reads_give_the_suites_own_records(store) -> None:
+    from suite.tracking import RunRecord
+
+    task, config = _toy(value=0.3)
+    outcome = run_one(task, "quick", config, tracker=store)
+    [record] = store.runs("toy")
+    assert isinstance(record, RunRecord) and record == store.run(outcome.run_id)
+    assert record.status == "FINISHED" and record.params["value"] == "0.3" and record.end_time >= record.start_time
+    frame = store.frame()
+    assert list(frame.columns[:6]) == ["run_id", "experiment_id", "status", "artifact_uri", "start_time", "end_time"]
+    assert frame.loc[0, "params.value"] == "0.3" and frame.loc[0, "metrics.utility/accuracy"] == pytest.approx(0.3)
+    assert str(frame["start_time"].dt.tz) == "UTC"
+    assert store.read_json(outcome.run_id, "config.json")["config"] == config.model_dump(mode="json")
+    assert store.read_json(outcome.run_id, "missing.json") is None
