@@ -27,7 +27,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,7 +45,10 @@ class BaseConfig(BaseModel):
     A family's base config subclasses it with the keys all of the family's methods read; each
     method's config subclasses that with ``method: Literal["<name>"] = "<name>"`` and the keys
     only that method reads (:mod:`suite.method`). Private methods add a budget mixin
-    (:class:`PureDPBudget` or :class:`ApproxDPBudget`), so a non-private config has no epsilon.
+    (:class:`PureDPBudget` or :class:`ApproxDPBudget`), so a non-private config has no epsilon;
+    families add :class:`DataLocation` and :class:`DeviceChoice`. Name mixins first among the
+    bases (``class AlibiConfig(PureDPBudget, LabelDPConfig)``): pydantic lists the keys of the
+    last base first, so the mixins' keys then follow ``method`` and ``seed``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -72,6 +75,12 @@ class DataLocation(BaseModel):
 
     data_dir: str | None = None  # local data directory (default: $SUITE_DATA)
     download: bool = False  # let the data set's library download it when the network allows
+
+
+class DeviceChoice(BaseModel):
+    """Mixin of a family that trains with torch; :func:`suite.device.resolve_device` reads it."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks cuda when available
 
 
 class TaskConfig(BaseConfig):
