@@ -246,3 +246,21 @@ def test_cli_builds_the_site(tracker, tmp_path) -> None:
     done = suite_cli("leaderboard", "--out", str(tmp_path / "out"), cwd=store_dir)
     assert done.returncode == 0, done.stderr
     assert "leaderboard written to" in done.stdout and (tmp_path / "out" / "tasks" / "dpsgd.html").is_file()
+
+
+def test_the_board_needs_no_task_code(tracker, tmp_path) -> None:
+    """Built in a process that imports no task module, the site still has every direction and unit: even
+    of compute/slowdown, logged after result.json, which carries the task's full declared schema."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from leaderboard.build import build_site; from suite.tracking import Tracker; "
+            f"build_site(Tracker({tracker.uri!r}, write=False), {str(tmp_path / 'site')!r}); "
+            "print('TASK MODULES', sorted(m for m in sys.modules if m.startswith(('tasks', 'tests.toy'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "TASK MODULES []" in done.stdout
+    payload = json.loads((tmp_path / "site" / "data" / "dpsgd.json").read_text())
+    columns = {c["key"]: c for c in payload["sections"][0]["columns"]}
+    assert columns["compute/slowdown"]["direction"] == "lower" and columns["compute/slowdown"]["unit"] == "x"
+    assert columns["utility/accuracy"]["unit"] == "fraction"

@@ -189,3 +189,21 @@ def test_method_hooks_give_the_run_its_privacy_tags(store) -> None:
     plain = store.run(run_one(TOY, "quick", TOY.resolve("quick"), tracker=store).run_id)
     assert plain.tags["privacy.unit"] == "none" and "privacy.sampler" not in plain.tags
     assert "epsilon" not in plain.params
+
+
+def test_the_board_shows_methods_with_different_keys_side_by_side(store, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from leaderboard.build import build_site
+
+    for seed in (0, 1):
+        run_one(TOY, "quick", TOY.resolve("quick", {"seed": seed}), tracker=store)
+        run_one(TOY, "quick", TOY.resolve("quick", {"method": "noisy", "epsilon": 2.0, "seed": seed}), tracker=store)
+    build_site(store, tmp_path / "site")
+    table = pd.read_csv(tmp_path / "site" / "data" / "toy.csv").set_index("method")
+    assert sorted(table.index) == ["noisy", "ok"] and list(table["seeds"]) == [2, 2]
+    assert table.loc["noisy", "params.epsilon"] == 2.0 and pd.isna(table.loc["ok", "params.epsilon"])
+    assert table.loc["noisy", "privacy/epsilon [example] mean"] == pytest.approx(2.0)
+    assert pd.isna(table.loc["ok", "privacy/epsilon [example] mean"])
+    page = (tmp_path / "site" / "tasks" / "toy.html").read_text()
+    assert "ε = 2.0 [example]" in (tmp_path / "site" / "index.html").read_text() and "noisy" in page
