@@ -32,7 +32,7 @@ def _make_bench(workdir: Path, jobs: int) -> float:
 
 
 def _settings(run) -> str:
-    p = run.data.params
+    p = run.params
     if p["method"] == "nonprivate":
         return "nonprivate"
     return f"dpsgd eps={float(p['epsilon']):g} {p['grad_sample_mode']} {p['accountant']}"
@@ -48,17 +48,17 @@ def report(workdir: Path) -> None:
     print(f"\n{'setting':34} {'seeds':>5} {'accuracy':>15} {'epsilon':>8} {'slowdown':>9} {'samples/s':>10}")
     for name in sorted(groups):
         rows = groups[name]
-        acc = [r.data.metrics["utility/accuracy"] for r in rows]
-        eps = [r.data.metrics.get("privacy/epsilon", float("nan")) for r in rows]
-        slow = [r.data.metrics["compute/slowdown"] for r in rows if "compute/slowdown" in r.data.metrics]
-        thr = [r.data.metrics["compute/throughput"] for r in rows]
+        acc = [r.metrics["utility/accuracy"] for r in rows]
+        eps = [r.metrics.get("privacy/epsilon", float("nan")) for r in rows]
+        slow = [r.metrics["compute/slowdown"] for r in rows if "compute/slowdown" in r.metrics]
+        thr = [r.metrics["compute/throughput"] for r in rows]
         spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
         print(f"{name:34} {len(rows):5d} {statistics.mean(acc):8.4f} ± {spread:.4f} {statistics.mean(eps):8.3f} "
               f"{(statistics.median(slow) if slow else 1.0):8.2f}x {statistics.median(thr):10.0f}")
     overhead, wall, setup = [], [], []
     for run in runs:
-        m = run.data.metrics
-        run_wall = (run.info.end_time - run.info.start_time) / 1000
+        m = run.metrics
+        run_wall = (run.end_time - run.start_time) / 1000
         wall.append(run_wall)
         overhead.append(run_wall - m["compute/train_s"] - m["compute/eval_s"])
         setup.append(m.get("compute/setup_s", 0.0))

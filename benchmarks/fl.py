@@ -95,13 +95,13 @@ def read_rows(uri: str | None, tier: str, version: str) -> list[Row]:
 
     seen, rows = set(), []
     for run in Tracker(uri).runs("fl", status="FINISHED"):  # newest first: a rerun supersedes
-        tags = run.data.tags
+        tags = run.tags
         if tags.get("suite.tier") != tier or tags.get("suite.task_version") != version:
             continue
         if tags.get("suite.config_hash") in seen:
             continue
         seen.add(tags.get("suite.config_hash"))
-        rows.append((dict(run.data.params), dict(run.data.metrics)))
+        rows.append((dict(run.params), dict(run.metrics)))
     return rows
 
 

@@ -47,9 +47,9 @@ def report(store: str | None, bandwidth: float) -> None:
     runs = Tracker(store).runs("llm", status="FINISHED") if store else Tracker().runs("llm", status="FINISHED")
     groups: dict[str, list] = defaultdict(list)
     for run in runs:
-        p = run.data.params
+        p = run.params
         name = p["method"] + (" 2:4" if p.get("prune_pattern") == "2:4" and p["method"] == "pruned50" else "")
-        groups[name].append(run.data.metrics)
+        groups[name].append(run.metrics)
     print(f"memory bandwidth (tensor copy): {bandwidth:.1f} GB/s")
     head = (f"{'variant':12} {'n':>2} {'perplexity':>12} {'next-tok acc':>12} {'prefill t/s':>12} {'decode t/s':>11} "
             f"{'RSS MiB':>7} {'weight MB':>9} {'mem rate':>9} {'control':>9} {'matched tok':>11} {'control':>9} "

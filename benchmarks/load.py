@@ -78,7 +78,7 @@ def sweep(task: str, uri: str, cwd: Path, *args: str, timeout_s: float = 1800) -
            "SUITE_TASK_MODULES": os.environ.get("SUITE_TASK_MODULES") or "tests.toy.task",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "suite.cli", "sweep", task, *args], cwd=cwd, env=env,
+    done = subprocess.run([sys.executable, "-m", "cli", "sweep", task, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout_s)
     wall = time.perf_counter() - start
     if done.returncode != 0:
@@ -98,11 +98,11 @@ def check_store(uri: str, task: str) -> dict[str, int]:
     runs = Tracker(uri).runs(task)
     by_hash: dict[str, list] = {}
     for run in runs:
-        by_hash.setdefault(run.data.tags.get("suite.config_hash"), []).append(run)
-    lost = [h for h in cells if not any(r.info.status == "FINISHED" for r in by_hash.get(h, []))]
+        by_hash.setdefault(run.tags.get("suite.config_hash"), []).append(run)
+    lost = [h for h in cells if not any(r.status == "FINISHED" for r in by_hash.get(h, []))]
     duplicated = [h for h, rs in by_hash.items() if len(rs) > 1]
     foreign = [h for h in by_hash if h not in cells]
-    wrong = [r.info.run_id for r in runs if r.info.status == "FINISHED" and "utility/accuracy" not in r.data.metrics]
+    wrong = [r.run_id for r in runs if r.status == "FINISHED" and "utility/accuracy" not in r.metrics]
     return {"cells": len(cells), "runs": len(runs), "lost": len(lost), "duplicated": len(duplicated),
             "foreign": len(foreign), "missing_metric": len(wrong)}
 

@@ -1,7 +1,7 @@
 """One cell = one task config, executed in the current process with the suite's meters.
 
-Both runners call :func:`execute`: the local runner in its own process, the sweep runner
-inside a worker process per cell.
+Every pool calls :func:`execute`: the inline pool (``suite run``) in its own process, the
+sweep's pools inside a worker process or a Ray task per cell.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from suite import environment
-from suite.config import TaskConfig, build_config, config_hash
+from suite.config import BaseConfig, config_hash
 from suite.meters import Stopwatch, peak_rss_mb
+from suite.resolve import defaults_of
 from suite.schema import validate_result
 from suite.task import RunContext, Task, get_task
 
@@ -34,14 +35,14 @@ class Cell:
     threads: int | None = None  # torch threads; None: the runner decides
 
     @classmethod
-    def make(cls, task: type[Task], tier: str, config: TaskConfig, timeout_s: float | None = None) -> Cell:
+    def make(cls, task: type[Task], tier: str, config: BaseConfig, timeout_s: float | None = None) -> Cell:
         spec = task.tier(tier)
         return cls(task.name, tier, config.model_dump(mode="json"), config_hash(task.name, task.version, config),
                    timeout_s or spec.timeout_s, spec.threads)
 
     def label(self) -> str:
         """Task, method, the keys that differ from the tier's defaults, and the seed."""
-        defaults = _tier_defaults(self.task, self.tier)
+        defaults = _tier_defaults(self.task, self.tier, str(self.config.get("method")))
         shown = [f"{self.config.get('method')}"]
         shown += [f"{k}={v}" for k, v in self.config.items()
                   if k not in ("method", "seed") and v is not None and defaults.get(k, v) != v]
@@ -49,8 +50,8 @@ class Cell:
 
 
 @functools.cache
-def _tier_defaults(task: str, tier: str) -> dict[str, Any]:
-    return get_task(task).resolve(tier).model_dump(mode="json")
+def _tier_defaults(task: str, tier: str, method: str) -> dict[str, Any]:
+    return defaults_of(get_task(task), tier, method)
 
 
 @dataclass
@@ -75,7 +76,7 @@ def execute(cell: Cell, *, threads: int | None = None,
             report: Callable[[str, float, float], None] | None = None) -> CellResult:
     """Run ``cell`` here and return its metrics; raises whatever the task raises."""
     task_cls = get_task(cell.task)
-    config = build_config(task_cls.Config, cell.config)
+    config = task_cls.parse(cell.config)
     _set_threads(threads)
     seed_everything(config.seed)
     data_dir = os.environ.get("SUITE_DATA")

@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from typing import Any
+
 from runners.cell import Cell, CellResult
 from suite.config import config_hash
 from suite.environment import git_commit
-from suite.task import get_task
+from suite.task import Task, get_task
 from suite.tracking import Tracker
 
 import suite
@@ -70,7 +72,7 @@ def interrupt_name(exc: KeyboardInterrupt, since: float) -> str:
 
 def open_run(tracker: Tracker, cell: Cell) -> str:
     task = get_task(cell.task)
-    config = task.Config(**cell.config)
+    config = task.parse(cell.config)
     tags = task().tags(config)
     reference = task().reference(config)
     if reference is not None:
@@ -81,11 +83,30 @@ def open_run(tracker: Tracker, cell: Cell) -> str:
 
 def record_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult) -> None:
     task = get_task(cell.task)
-    summary = {"task": cell.task, "task_version": task.version, "tier": cell.tier, "config": cell.config,
-               "config_hash": cell.hash, "git_commit": git_commit(), "suite_version": suite.__version__,
-               "description": task.description, "pareto": [list(pair) for pair in task.pareto]}
     tracker.finish(run_id, result.metrics, schema=task.result_schema(result.phases),
-                   environment=result.environment, summary=summary, history=result.history)
+                   environment=result.environment, summary=result_summary(task, cell, result), history=result.history)
+
+
+def result_summary(task: type[Task], cell: Cell, result: CellResult) -> dict[str, Any]:
+    """What ``result.json`` says besides the metric values: all the leaderboard needs to render the run
+    without importing its task (its full declared schema, Pareto pairs and privacy unit included).
+
+    Adding a field for the board is one line here.
+    """
+    config = task.parse(cell.config)
+    return {
+        "task": cell.task,
+        "task_version": task.version,
+        "tier": cell.tier,
+        "config": cell.config,
+        "config_hash": cell.hash,
+        "git_commit": git_commit(),
+        "suite_version": suite.__version__,
+        "description": task.description,
+        "privacy_unit": task().privacy_unit(config),
+        "pareto": [list(pair) for pair in task.pareto],
+        "schema": {key: metric.to_json() for key, metric in sorted(task.result_schema(result.phases).items())},
+    }
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -1,17 +1,20 @@
-"""What the local and the Ray pools share: at most ``jobs`` cells at once, each with its time limit.
+"""The one run lifecycle: which cells run (:func:`run_cells`), and the pools that run them.
 
-A pool opens a cell's MLflow run before the cell starts and ends it when the cell does: FINISHED
-with its metrics, FAILED with the reason (an exception, a NaN, a dead worker, a time limit), or
-KILLED when Ctrl-C or SIGTERM stops the sweep. Only the way a cell is launched, waited on and
-stopped differs between pools (forkserver processes in runners/sweep.py, Ray tasks in
-runners/ray.py); those are the hooks below.
+:func:`run_cells` first marks RUNNING runs whose process died as KILLED, skips cells with a
+FINISHED run (unless forced) and cells a live process is running now (BUSY), hands the rest to a
+pool, and links slowdowns to reference runs. A pool runs at most ``jobs`` cells at once, each with
+its time limit; it opens a cell's MLflow run before the cell starts and ends it when the cell
+does: FINISHED with its metrics, FAILED with the reason (an exception, a NaN, a dead worker, a
+time limit), or KILLED when Ctrl-C or SIGTERM stops it. Only the way a cell is launched, waited
+on and stopped differs between pools (in this process in runners/local.py, forkserver processes
+in runners/sweep.py, Ray tasks in runners/ray.py); those are the hooks below.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +22,33 @@ from rich.markup import escape
 
 from runners.cell import Cell
 from runners.outcome import Outcome, interrupt_name, open_run, sigterm_as_interrupt
+from runners.references import link_slowdowns
 from suite.progress import Display
 from suite.tracking import Tracker
+
+
+def run_cells(cells: Iterable[Cell], *, tracker: Tracker, pool: Callable[[], CellPool],
+              force: bool = False) -> list[Outcome]:
+    """Run the cells that lack a FINISHED run in a pool made by ``pool()``; an outcome for every cell."""
+    cells = list(cells)
+    families = sorted({c.task for c in cells})
+    tracker.reap_stale(families)
+    done = {family: tracker.finished_hashes(family) for family in families}
+    busy = tracker.busy_hashes(families)
+    outcomes: list[Outcome] = []
+    pending: list[Cell] = []
+    for cell in cells:
+        if not force and cell.hash in done[cell.task]:
+            outcomes.append(Outcome(cell, "CACHED", done[cell.task][cell.hash]))
+        elif cell.hash in busy:
+            outcomes.append(Outcome(cell, "BUSY", reason="another live process is running this cell"))
+        else:
+            pending.append(cell)
+    if pending:
+        outcomes.extend(pool().run(pending, cached=len(cells) - len(pending)))
+    for family in families:
+        link_slowdowns(tracker, family)
+    return outcomes
 
 
 @dataclass

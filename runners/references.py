@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from suite.tracking import Tracker
+from suite.tracking import RunRecord, Tracker
 
 TIMED = "compute/train_s"
 SLOWDOWN = "compute/slowdown"
@@ -15,16 +15,16 @@ def link_slowdowns(tracker: Tracker, family: str) -> int:
     of that hash is used. Returns how many runs got a slowdown.
     """
     runs = tracker.runs(family, status="FINISHED")
-    newest: dict[str, object] = {}
+    newest: dict[str, RunRecord] = {}
     for run in runs:
-        newest.setdefault(run.data.tags.get("suite.config_hash"), run)
+        newest.setdefault(run.tags.get("suite.config_hash", ""), run)
     linked = 0
     for run in runs:
-        ref = newest.get(run.data.tags.get("suite.reference_hash"))
-        if ref is None or SLOWDOWN in run.data.metrics:
+        ref = newest.get(run.tags.get("suite.reference_hash", ""))
+        if ref is None or SLOWDOWN in run.metrics:
             continue
-        mine, theirs = run.data.metrics.get(TIMED), ref.data.metrics.get(TIMED)
+        mine, theirs = run.metrics.get(TIMED), ref.metrics.get(TIMED)
         if mine and theirs:
-            tracker.log_metrics(run.info.run_id, {SLOWDOWN: mine / theirs})
+            tracker.log_metrics(run.run_id, {SLOWDOWN: mine / theirs})
             linked += 1
     return linked

@@ -8,6 +8,8 @@
   sweep goes on.
 * ``jobs`` cells run at once. Workers only compute; this process does every MLflow write.
 * ``ray_address``: the same, with the cells as tasks on a Ray cluster (runners/ray.py).
+
+What is skipped, reaped and linked afterwards is the one lifecycle of :func:`runners.pool.run_cells`.
 """
 
 from __future__ import annotations
@@ -21,28 +23,45 @@ from typing import Any
 from runners import worker
 from runners.cell import Cell
 from runners.outcome import Outcome, record_result
-from runners.pool import Active, CellPool
-from runners.references import link_slowdowns
-from suite.config import build_config, expand_grid
+from runners.pool import Active, CellPool, run_cells
 from suite.errors import ConfigError
+from suite.registry import unknown_name_message
+from suite.resolve import grid
 from suite.task import Task
-from suite.tracking import Tracker, owner_alive
+from suite.tracking import Tracker
 
 
 def plan(tasks: Sequence[type[Task]], tier: str, overrides: Mapping[str, Any] | None = None,
          timeout_s: float | None = None) -> list[Cell]:
-    """Every distinct cell of the tasks' tier grids, validated before anything runs."""
+    """Every distinct cell of the tasks' tier grids, validated before anything runs.
+
+    ``overrides`` (``suite sweep --set``) apply to the cells whose config has the key; a key that
+    no cell's config has is an error.
+    """
     cells: dict[str, Cell] = {}
+    used: set[str] = set()
     for task in tasks:
-        spec = task.tier(tier)
-        for point in expand_grid(spec.grid):
-            try:
-                config = build_config(task.Config, {**spec.defaults, **point, **(overrides or {})})
-            except ConfigError as exc:
-                raise ConfigError(f"{task.name} {tier} grid cell {point}: {exc}") from None
+        configs, took = grid(task, tier, overrides)
+        used |= took
+        for config in configs:
             cell = Cell.make(task, tier, config, timeout_s)
             cells.setdefault(cell.hash, cell)
+    _check_used(tasks, overrides or {}, used)
     return list(cells.values())
+
+
+def _check_used(tasks: Sequence[type[Task]], overrides: Mapping[str, Any], used: set[str]) -> None:
+    """A ``--set`` key that no cell took is a mistake: name the methods that have it, or the close keys."""
+    unused = sorted(set(overrides) - used)
+    if not unused:
+        return
+    key = unused[0]
+    holders = [f"{t.name} {m}" for t in tasks for m in t.methods() if key in t.config_model(m).model_fields]
+    if holders:
+        raise ConfigError(f"--set {key}: no cell of this sweep has the key {key!r} (methods that have it: "
+                          f"{', '.join(holders)}; add one of their cells to the grid, or drop the key)")
+    keys = sorted({k for t in tasks for m in t.methods() for k in t.config_model(m).model_fields})
+    raise ConfigError(f"--set {key}: " + unknown_name_message("key", key, keys).replace("known keys", "keys of the cells"))
 
 
 def run_sweep(cells: Iterable[Cell], *, tracker: Tracker, jobs: int | None = 1, force: bool = False,
@@ -52,30 +71,11 @@ def run_sweep(cells: Iterable[Cell], *, tracker: Tracker, jobs: int | None = 1, 
     With ``ray_address`` the cells run as tasks on that Ray cluster (runners/ray.py), at most
     ``jobs`` at once (None: one per CPU of the cluster), else in local worker processes.
     """
-    cells = list(cells)
-    families = sorted({c.task for c in cells})
-    tracker.reap_stale(families)
-    done = {family: tracker.finished_hashes(family) for family in families}
-    busy = {run.data.tags.get("suite.config_hash") for family in families
-            for run in tracker.runs(family, status="RUNNING") if owner_alive(run.data.tags)}
-    outcomes: list[Outcome] = []
-    pending: list[Cell] = []
-    for cell in cells:
-        if not force and cell.hash in done[cell.task]:
-            outcomes.append(Outcome(cell, "CACHED", done[cell.task][cell.hash]))
-        elif cell.hash in busy:
-            outcomes.append(Outcome(cell, "BUSY", reason="another live process is running this cell"))
-        else:
-            pending.append(cell)
-    if pending and ray_address:
+    if ray_address:
         from runners.ray import RayPool
 
-        outcomes.extend(RayPool(tracker, ray_address, jobs).run(pending, cached=len(cells) - len(pending)))
-    elif pending:
-        outcomes.extend(_Pool(tracker, jobs or 1, preload).run(pending, cached=len(cells) - len(pending)))
-    for family in families:
-        link_slowdowns(tracker, family)
-    return outcomes
+        return run_cells(cells, tracker=tracker, force=force, pool=lambda: RayPool(tracker, ray_address, jobs))
+    return run_cells(cells, tracker=tracker, force=force, pool=lambda: _Pool(tracker, jobs or 1, preload))
 
 
 class _Pool(CellPool):

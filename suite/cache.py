@@ -14,8 +14,11 @@ never answer for different labels. The votes are computed without noise: the cac
 holds data as sensitive as the private labels themselves, and only the per-cell noisy
 aggregation (with that cell's seed and epsilon) is ever released.
 
-:func:`cached_arrays` checks on load: a file that does not parse or lacks an expected array of
-the expected shape is recomputed and replaced.
+:func:`build_once` is the one helper for a cached file: under a lock on ``<file>.lock``, a file
+its loader accepts is reused, else the value is built and written atomically, so parallel cells
+that need the same file build it once while the others wait and then read it.
+:func:`cached_arrays` is that for a dict of numpy arrays, and checks on load: a file that does not
+parse or lacks an expected array of the expected shape is recomputed and replaced.
 
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
@@ -36,11 +39,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,58 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` for the block (``flock``: released if the process dies)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Built(Generic[T]):
+    value: T
+    hit: bool  # read from disk rather than built
+    path: Path
+
+
+def build_once(path: Path, *, load: Callable[[Path], T | None], build: Callable[[], T],
+               save: Callable[[T, IO[bytes]], None]) -> Built[T]:
+    """The value cached at ``path``, built once however many processes ask for it at the same time.
+
+    Under :func:`file_lock` of ``path``: when the file exists and ``load(path)`` returns a value,
+    that value is reused; ``load`` returns None for a file it cannot use (saying why in a log
+    line), which is then rebuilt. Else ``build()`` makes the value and ``save(value, file)``
+    writes it through :func:`atomic_write`; a failure to write only costs the cache.
+
+    >>> import json, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     args = dict(load=lambda p: json.loads(p.read_text()), save=lambda v, f: f.write(json.dumps(v).encode()))
+    ...     first = build_once(Path(d) / "v.json", build=lambda: [1, 2], **args)
+    ...     again = build_once(Path(d) / "v.json", build=lambda: [3], **args)
+    >>> first.hit, again.hit, again.value
+    (False, True, [1, 2])
+    """
+    with file_lock(path):
+        if path.exists():
+            value = load(path)
+            if value is not None:
+                return Built(value, True, path)
+        value = build()
+        try:
+            with atomic_write(path) as f:
+                save(value, f)
+        except OSError as exc:
+            log.warning("could not write cache file %s (%s)", path, exc)
+        return Built(value, False, path)
+
+
 def cache_key(parts: Mapping[str, Any]) -> str:
     """SHA-256 over the sorted parts; arrays contribute their dtype, shape and bytes."""
     h = hashlib.sha256()
@@ -97,23 +153,22 @@ def cached_arrays(parts: Mapping[str, Any], compute: Callable[[], dict[str, np.n
                   shapes: Mapping[str, tuple[int, ...]], family: str = "", root: Path | None = None) -> Cached:
     """The arrays ``compute()`` returns for ``parts``, from disk when a valid file holds them.
 
-    Files go to ``root``, or else to :func:`cache_root` of ``family``.
+    Files go to ``root``, or else to :func:`cache_root` of ``family``; see :func:`build_once`.
     """
     if root is None and not family:
         raise ValueError("cached_arrays needs a family (or an explicit root directory)")
     path = (root or cache_root(family)) / f"{cache_key(parts)}.npz"
-    arrays = _load(path, shapes)
-    if arrays is not None:
-        return Cached(arrays, True, path)
-    arrays = compute()
-    _check(arrays, shapes)
-    _store(path, arrays)
-    return Cached(arrays, False, path)
+
+    def build() -> dict[str, np.ndarray]:
+        arrays = compute()
+        _check(arrays, shapes)
+        return arrays
+
+    built = build_once(path, load=lambda p: _load(p, shapes), build=build, save=lambda arrays, f: np.savez(f, **arrays))
+    return Cached(built.value, built.hit, path)
 
 
 def _load(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
-    if not path.exists():
-        return None
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in shapes}
@@ -129,12 +184,3 @@ def _check(arrays: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...
         if name not in arrays or tuple(np.shape(arrays[name])) != tuple(shape):
             got = np.shape(arrays[name]) if name in arrays else "missing"
             raise ValueError(f"cached array {name!r}: expected shape {tuple(shape)}, got {got}")
-
-
-def _store(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write next to ``path`` and rename into place; a failure to write only costs the cache."""
-    try:
-        with atomic_write(path) as f:
-            np.savez(f, **arrays)
-    except OSError as exc:
-        log.warning("could not write cache file %s (%s)", path, exc)

@@ -3,12 +3,15 @@
 A tier file ``tasks/<family>/configs/<tier>.yaml`` has these top-level keys:
 
 ``defaults``
-    values for the task's config keys (the resolved default config of the tier);
+    values for the task's config keys (the resolved default config of the tier); in a task
+    whose methods are plugins (:mod:`suite.method`), a key applies to the methods that have it;
 ``grid``
     a list of sub-grids, each a mapping ``key: [values]``; a sweep runs the union of
-    their cartesian products (duplicates removed by config hash);
+    their cartesian products (duplicates removed by config hash); a grid point's keys must
+    all be keys of its method;
 ``smoke``
-    overrides that make the smallest config, run by the conformance test;
+    overrides that make the smallest config, run by the conformance test (like ``defaults``,
+    a key applies to the methods that have it);
 ``timeout_s``
     the per-cell time limit of a sweep;
 ``threads``
@@ -24,7 +27,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,13 +39,57 @@ TIERS = ("quick", "full")
 _TIER_KEYS = {"defaults", "grid", "smoke", "timeout_s", "threads"}
 
 
-class TaskConfig(BaseModel):
-    """Keys every task shares; a task's config subclasses this and narrows ``method``."""
+class BaseConfig(BaseModel):
+    """Keys every config of every task has.
+
+    A family's base config subclasses it with the keys all of the family's methods read; each
+    method's config subclasses that with ``method: Literal["<name>"] = "<name>"`` and the keys
+    only that method reads (:mod:`suite.method`). Private methods add a budget mixin
+    (:class:`PureDPBudget` or :class:`ApproxDPBudget`), so a non-private config has no epsilon;
+    families add :class:`DataLocation` and :class:`DeviceChoice`. Name mixins first among the
+    bases (``class AlibiConfig(PureDPBudget, LabelDPConfig)``): pydantic lists the keys of the
+    last base first, so the mixins' keys then follow ``method`` and ``seed``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     method: str  # which method of the task to run
     seed: int = Field(0, ge=0)  # seeds model init, sampling and noise
+
+
+class PureDPBudget(BaseModel):
+    """Mixin of a method with a pure epsilon-DP target (randomized response, Laplace noise)."""
+
+    epsilon: float = Field(gt=0)  # target privacy budget
+
+
+class ApproxDPBudget(BaseModel):
+    """Mixin of a method with an (epsilon, delta)-DP target (DP-SGD, PATE)."""
+
+    epsilon: float = Field(gt=0)  # target privacy budget
+    delta: float = Field(gt=0, lt=1)  # target delta
+
+
+class DataLocation(BaseModel):
+    """Mixin of a family whose full tier reads data sets from disk (or downloads them)."""
+
+    data_dir: str | None = None  # local data directory (default: $SUITE_DATA)
+    download: bool = False  # let the data set's library download it when the network allows
+
+
+class DeviceChoice(BaseModel):
+    """Mixin of a family that trains with torch; :func:`suite.device.resolve_device` reads it."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks cuda when available
+
+
+class TaskConfig(BaseConfig):
+    """A flat config: every key of every method of the task in one model.
+
+    Transition (issue 17): the families not yet converted to method plugins subclass this; remove
+    it once every family declares a method registry.
+    """
+
     epsilon: float | None = Field(None, gt=0)  # target privacy budget, for methods that have one
     delta: float | None = Field(None, gt=0, lt=1)  # target delta, for methods that have one
 
@@ -57,6 +104,7 @@ class Tier:
     smoke: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 600.0
     threads: int | None = None
+    path: Path | None = None  # the file it was read from, for errors
 
 
 def load_tier(config_dir: Path, tier: str) -> Tier:
@@ -86,6 +134,7 @@ def load_tier(config_dir: Path, tier: str) -> Tier:
         smoke=dict(raw.get("smoke") or {}),
         timeout_s=float(raw.get("timeout_s", 600.0)),
         threads=int(raw["threads"]) if raw.get("threads") else None,
+        path=path,
     )
 
 
@@ -104,17 +153,20 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def build_config(model: type[TaskConfig], values: Mapping[str, Any]) -> TaskConfig:
-    """Validate ``values`` against ``model``; a failure becomes a ConfigError naming each bad key."""
+def build_config(model: type[BaseConfig], values: Mapping[str, Any], *, title: str = "") -> BaseConfig:
+    """Validate ``values`` against ``model``; a failure becomes a ConfigError naming each bad key.
+
+    ``title`` names the config in the message (default: the model's class name).
+    """
     try:
         return model(**values)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(model, exc)) from None
+        raise ConfigError(format_validation_error(model, exc, title=title)) from None
 
 
-def format_validation_error(model: type[TaskConfig], exc: ValidationError) -> str:
+def format_validation_error(model: type[BaseConfig], exc: ValidationError, *, title: str = "") -> str:
     fields = list(model.model_fields)
-    lines = [f"invalid config for {model.__name__}:"]
+    lines = [f"invalid config for {title or model.__name__}:"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(config)"
         if err["type"] == "extra_forbidden":
@@ -138,7 +190,7 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def config_hash(task: str, version: str, config: TaskConfig) -> str:
+def config_hash(task: str, version: str, config: BaseConfig) -> str:
     """SHA-256 of the canonical JSON of the resolved config plus the task's name and version."""
     return config_values_hash(task, version, config.model_dump(mode="json"))
 
@@ -149,15 +201,18 @@ def config_values_hash(task: str, version: str, values: Mapping[str, Any]) -> st
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
-def describe_fields(model: type[TaskConfig]) -> list[dict[str, Any]]:
-    """Every key of a config model with its type, default, allowed values and comment (for ``suite show``)."""
+def describe_fields(model: type[BaseConfig]) -> list[dict[str, Any]]:
+    """Every key of a config model with its type, default, allowed values and comment (for ``suite show``).
+
+    A key without a default (a private method's ``epsilon``) has the default ``"required"``.
+    """
     docs = _field_comments(model)
     rows = []
     for name, info in model.model_fields.items():
         rows.append({
             "key": name,
             "type": _type_name(info.annotation),
-            "default": info.default,
+            "default": "required" if info.is_required() else info.default,
             "allowed": _allowed(info),
             "doc": docs.get(name, ""),
         })
@@ -195,15 +250,15 @@ def _allowed(info: Any) -> str:
     return ", ".join(bounds)
 
 
-def _field_comments(model: type[TaskConfig]) -> dict[str, str]:
-    """The trailing ``# comment`` of each field line in the model's (and its bases') source."""
+def _field_comments(model: type[BaseConfig]) -> dict[str, str]:
+    """The trailing ``# comment`` of each field line in the model's (and its bases' and mixins') source."""
     import inspect
     import re
 
     pattern = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
     out: dict[str, str] = {}
     for cls in reversed(model.__mro__):
-        if not (isinstance(cls, type) and issubclass(cls, TaskConfig)):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
             continue
         try:
             lines = inspect.getsource(cls).splitlines()

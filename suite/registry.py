@@ -1,19 +1,17 @@
 """A small generic name -> object registry with helpful errors.
 
-Used for tasks::
+Holds the tasks (``suite.task.register_task`` adds to it) and each family's methods
+(``suite.method.MethodRegistry``)::
 
     TASKS: Registry[type[Task]] = Registry("task")
-
-    @TASKS.register("dpsgd")
-    class DPSGDTask(Task): ...
-
+    TASKS.add("dpsgd", DPSGDTask)
     TASKS.get("dpsgdd")  # UsageError: unknown task 'dpsgdd'; did you mean 'dpsgd'? ...
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from suite.errors import UsageError
@@ -27,15 +25,6 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
-
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that registers the decorated object under ``name``."""
-
-        def decorate(obj: T) -> T:
-            self.add(name, obj)
-            return obj
-
-        return decorate
 
     def add(self, name: str, obj: T) -> None:
         existing = self._items.get(name)

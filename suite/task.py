@@ -1,49 +1,47 @@
 """The task contract and the task registry.
 
-A task is one file and one YAML. Subclass :class:`Task` and register it where it is
-defined::
+A task is registered by name where it is defined. Its methods are plugins (:mod:`suite.method`):
+the task names its family's base config and method registry, and each method is one class in
+one file of the family's ``methods`` package::
 
-    from typing import Literal
-    from suite.config import TaskConfig
-    from suite.schema import Metric
-    from suite.task import RunContext, Task, register_task
-
-    class ToyConfig(TaskConfig):
-        method: Literal["a", "b"] = "a"
-        steps: int = 10  # training steps
+    from tasks.toy.config import METHODS, ToyConfig
 
     @register_task("toy")
     class ToyTask(Task):
-        Config = ToyConfig
+        Config = ToyConfig  # the keys every method reads
+        method_registry = METHODS  # the methods, each with its own config and run
         metrics = {"utility/accuracy": Metric("higher", "fraction")}
 
-        def run(self, config: ToyConfig, ctx: RunContext) -> dict[str, float]:
-            with ctx.phase("train"):
-                ...
-            return {"utility/accuracy": 0.9}
+``Task.run`` runs the config's method; a family whose methods vary one step of a shared
+pipeline overrides ``run`` and calls that step on ``self.method_of(config)``.
+
+Transition (issue 17): a task without a method registry keeps one flat ``Config`` (a
+:class:`~suite.config.TaskConfig` whose ``method`` is a ``Literal``) and its own ``run``,
+``privacy_unit`` and ``accountant``, as before; remove that path once every family is converted.
 
 Task modules must import only light libraries at module level (pydantic, the suite core):
-``suite list`` imports every task module, and heavy libraries (torch, opacus, flwr,
-transformers, ray) belong inside ``run`` or in a sibling module it imports.
+``suite list`` imports every task module and its methods, and heavy libraries (torch, opacus,
+flwr, transformers, ray) belong inside ``run`` or in a sibling module it imports.
 """
 
 from __future__ import annotations
 
-import abc
 import importlib
 import os
-import time
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from suite.config import TaskConfig, Tier, build_config, load_tier
+from suite import resolve as _resolve
+from suite.config import BaseConfig, Tier, load_tier
+from suite.context import RunContext
 from suite.errors import UsageError
+from suite.method import Method, MethodRegistry
 from suite.registry import Registry
 from suite.schema import COMMON_METRICS, PRIVACY_UNITS, Metric, check_schema
+
+__all__ = ["TASKS", "RunContext", "Task", "discover", "get_task", "register_task"]
 
 TASKS: Registry[type[Task]] = Registry("task")
 _TASK_PACKAGE = Path(__file__).resolve().parent.parent / "tasks"
@@ -61,88 +59,69 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     return decorate
 
 
-@dataclass
-class RunContext:
-    """What a task's ``run`` gets besides its config: tier, data, progress and phase timers."""
-
-    tier: str
-    data_dir: Path | None = None
-    artifact_dir: Path | None = None
-    report: Callable[[str, float, float], None] = lambda desc, done, total: None
-    phases: dict[str, float] = field(default_factory=dict)
-    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Time a phase (``train``, ``eval``, ...); the runner logs it as ``compute/<name>_s``."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
-
-    def progress(self, desc: str, done: float, total: float) -> None:
-        """Report progress of long work (shown as a live bar with ETA)."""
-        self.report(desc, done, total)
-
-    def log_step(self, step: int, metrics: dict[str, float]) -> None:
-        """Record declared metrics at a step (a round, an epoch): logged as MLflow metric history.
-
-        The run's returned metrics stay the headline values; the history shows how they got there.
-        """
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
-        self.history.append((int(step), {k: float(v) for k, v in metrics.items()}))
-
-
-class Task(abc.ABC):
+class Task:
     """Base of every benchmark task.
 
-    Write three things:
+    Write:
 
-    * ``Config``: a :class:`~suite.config.TaskConfig` subclass whose ``method`` field is a
-      ``Literal`` of the task's methods; its fields mirror the YAML keys one to one.
+    * ``Config``: the family's base config, a :class:`~suite.config.BaseConfig` subclass with
+      the keys every method reads; its fields mirror the YAML keys one to one.
+    * ``method_registry``: the family's :class:`~suite.method.MethodRegistry`.
     * ``metrics``: ``{"<axis>/<name>": Metric(direction, unit, description)}`` for every
-      metric ``run`` may return.
-    * ``run(config, ctx)``: do the work, return ``{metric key: float}``.
+      metric a run may return.
 
-    Optional: ``version`` (bump it when results stop being comparable), ``description``,
-    ``privacy_unit`` and ``accountant`` (tags), ``reference`` (the run a slowdown is
-    measured against), ``pareto`` (the metric pairs the leaderboard plots) and ``preload``
-    (heavy modules a sweep imports once, up front).
+    Optional: ``run`` (default: the method's own ``run``), ``version`` (bump it when results
+    stop being comparable), ``description``, ``reference`` (the run a slowdown is measured
+    against; default: the method's), ``pareto`` (the metric pairs the leaderboard plots) and
+    ``preload`` (heavy modules a sweep imports once, up front).
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     description: ClassVar[str] = ""
-    Config: ClassVar[type[TaskConfig]]
+    Config: ClassVar[type[BaseConfig]]
+    method_registry: ClassVar[MethodRegistry | None] = None  # None: a flat Config (transition)
     metrics: ClassVar[Mapping[str, Metric]]
     preload: ClassVar[tuple[str, ...]] = ()
     # (x metric, y metric) pairs the leaderboard draws as Pareto plots, e.g. accuracy vs epsilon.
     pareto: ClassVar[tuple[tuple[str, str], ...]] = ()
 
-    @abc.abstractmethod
     def run(self, config: Any, ctx: RunContext) -> dict[str, float]:
-        """Run one configuration and return its metrics."""
+        """Run one configuration and return its metrics: by default, the config's method runs it."""
+        return self.method_of(config).run(config, ctx)
+
+    def method_of(self, config: BaseConfig) -> Method:
+        """The method that runs ``config``."""
+        if self.method_registry is None:
+            raise TypeError(f"task {self.name!r} has no method registry (a flat config)")
+        return self.method_registry.get(config.method)()
 
     def privacy_unit(self, config: Any) -> str:
         """What one privacy guarantee protects: example, label, client, or none."""
-        return "none"
+        return self.method_of(config).privacy_unit(config) if self.method_registry else "none"
 
     def accountant(self, config: Any) -> str:
         """The accountant behind ``privacy/epsilon`` (``none`` when there is none)."""
-        return "none"
+        return self.method_of(config).accountant(config) if self.method_registry else "none"
 
-    def reference(self, config: Any) -> TaskConfig | None:
+    def sampler(self, config: Any) -> str | None:
+        """How a DP run samples its batches (tag ``privacy.sampler``); None when the run is not DP."""
+        return self.method_of(config).sampler(config) if self.method_registry else None
+
+    def reference(self, config: Any) -> BaseConfig | None:
         """The config whose run this one's slowdown is measured against, if any."""
-        return None
+        return self.method_of(config).reference(config) if self.method_registry else None
 
     # -- helpers the runners use; tasks need not touch them --------------------------
 
     @classmethod
     def check_declaration(cls) -> None:
-        if not isinstance(getattr(cls, "Config", None), type) or not issubclass(cls.Config, TaskConfig):
-            raise TypeError(f"task {cls.__name__} must set Config to a TaskConfig subclass")
+        if not isinstance(getattr(cls, "Config", None), type) or not issubclass(cls.Config, BaseConfig):
+            raise TypeError(f"task {cls.__name__} must set Config to a BaseConfig subclass")
+        if cls.method_registry is None and cls.run is Task.run:
+            raise TypeError(f"task {cls.__name__} must set method_registry or write run")
+        if cls.method_registry is not None and not issubclass(cls.method_registry.base, cls.Config):
+            raise TypeError(f"task {cls.__name__}: its methods' base config must be Config or a subclass")
         check_schema(cls.metrics)
         for pair in cls.pareto:
             missing = [k for k in pair if k not in cls.result_schema() and not _is_phase_time(k)]
@@ -151,10 +130,18 @@ class Task(abc.ABC):
 
     @classmethod
     def methods(cls) -> tuple[str, ...]:
-        annotation = cls.Config.model_fields["method"].annotation
+        """The names of the task's methods."""
+        if cls.method_registry is not None:
+            return tuple(cls.method_registry.names())
+        annotation = cls.Config.model_fields["method"].annotation  # transition: a flat config's Literal
         if typing.get_origin(annotation) is typing.Literal:
             return tuple(typing.get_args(annotation))
         raise TypeError(f"{cls.__name__}.Config.method must be a Literal of the task's methods")
+
+    @classmethod
+    def config_model(cls, method: str) -> type[BaseConfig]:
+        """The config class of ``method`` (the flat Config of a task without a method registry)."""
+        return cls.method_registry.get(method).Config if cls.method_registry else cls.Config
 
     @classmethod
     def result_schema(cls, phases: Iterable[str] = ()) -> dict[str, Metric]:
@@ -172,18 +159,30 @@ class Task(abc.ABC):
 
     @classmethod
     def tier(cls, tier: str) -> Tier:
-        return load_tier(cls.config_dir(), tier)
+        """The tier file, read and checked (a defaults or smoke key that no method has is an error)."""
+        spec = load_tier(cls.config_dir(), tier)
+        _resolve.check_tier(cls, spec)
+        return spec
 
     @classmethod
-    def resolve(cls, tier: str, overrides: Mapping[str, Any] | None = None) -> TaskConfig:
-        """The tier's default config with ``overrides`` applied, validated."""
-        return build_config(cls.Config, {**cls.tier(tier).defaults, **(overrides or {})})
+    def resolve(cls, tier: str, overrides: Mapping[str, Any] | None = None) -> BaseConfig:
+        """The tier's default config with ``overrides`` applied, validated (see :mod:`suite.resolve`)."""
+        return _resolve.resolve(cls, tier, overrides)
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any]) -> BaseConfig:
+        """A config from complete values (a cell's, a stored ``config.json``'s), validated strictly."""
+        return _resolve.build(cls, [_resolve.strict(values)])
 
     def tags(self, config: Any) -> dict[str, str]:
         unit = self.privacy_unit(config)
         if unit not in PRIVACY_UNITS:
             raise ValueError(f"{self.name}: privacy unit {unit!r} not in {PRIVACY_UNITS}")
-        return {"privacy.unit": unit, "privacy.accountant": self.accountant(config)}
+        tags = {"privacy.unit": unit, "privacy.accountant": self.accountant(config)}
+        sampler = self.sampler(config)
+        if sampler is not None:
+            tags["privacy.sampler"] = sampler
+        return tags
 
 
 def _is_phase_time(key: str) -> bool:

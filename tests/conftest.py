@@ -35,7 +35,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def suite_cli(*args: str, cwd: Path, timeout: float = 300, **popen: object) -> subprocess.CompletedProcess:
     """Run the ``suite`` command line in a subprocess, as a user would."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
-    return subprocess.run([sys.executable, "-m", "suite.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, **popen)
 
 
@@ -48,7 +48,7 @@ def _default_sigint() -> None:
 
 def suite_popen(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
-    return subprocess.Popen([sys.executable, "-m", "suite.cli", *args], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_default_sigint)
 
@@ -57,5 +57,5 @@ def statuses(tracker, family: str) -> dict[str, list[str]]:
     """config hash -> statuses of its runs."""
     out: dict[str, list[str]] = {}
     for run in tracker.runs(family):
-        out.setdefault(run.data.tags["suite.config_hash"], []).append(run.info.status)
+        out.setdefault(run.tags["suite.config_hash"], []).append(run.status)
     return out

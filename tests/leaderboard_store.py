@@ -81,10 +81,10 @@ def _log_old_toy_version(tracker: Tracker) -> None:
     toy = get_task("toy")
     schema = toy.result_schema(["train"])
     for seed in (0, 1):
-        config = toy.Config(method="ok", value=0.25, seed=seed)
+        config = toy.parse({"method": "ok", "value": 0.25, "seed": seed})
         _log(tracker, "toy", "0", config, {"utility/accuracy": 0.9 + seed / 100, "compute/steps": 0.0},
              schema, "none", [])
-    failed = toy.Config(method="ok", value=0.5, seed=1)
+    failed = toy.parse({"method": "ok", "value": 0.5, "seed": 1})
     run_id = tracker.open_run(task="toy", task_version="0", tier="quick", config=failed,
                               config_hash=config_hash("toy", "0", failed),
                               tags={"privacy.unit": "none", "privacy.accountant": "none"})

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from runners.local import run_one
+from suite.resolve import smoke
 from suite.schema import AXES, PRIVACY_UNITS
 from suite.task import discover
 
@@ -19,13 +18,9 @@ CONTRACT_TAGS = ("suite.task", "suite.task_version", "suite.method", "suite.tier
 
 
 def _smoke_configs(name: str) -> list:
-    """The tier's smoke overrides applied to each method's first grid cell (one config per method)."""
+    """The tier's defaults and smoke overrides for each method (one config per method)."""
     task = discover().get(name)
-    tier = task.tier("quick")
-    configs = {}
-    for method in task.methods():
-        configs.setdefault(method, task.resolve("quick", {**tier.smoke, "method": method}))
-    return list(configs.values())
+    return [smoke(task, method) for method in task.methods()]
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -46,18 +41,20 @@ def test_smallest_config_of_every_method_runs_and_logs_the_contract(name: str, s
             continue  # the toy task's planned faults have their own tests
         outcome = run_one(task, "quick", config, tracker=store)
         assert outcome.status == "FINISHED", outcome.reason
-        run = store.client.get_run(outcome.run_id)
-        assert set(CONTRACT_TAGS) <= set(run.data.tags)
-        assert run.data.tags["privacy.unit"] in PRIVACY_UNITS
-        metrics = run.data.metrics
+        run = store.run(outcome.run_id)
+        assert set(CONTRACT_TAGS) <= set(run.tags)
+        assert run.tags["privacy.unit"] in PRIVACY_UNITS
+        metrics = run.metrics
         assert set(metrics) <= set(task.result_schema(_phases(metrics)))
         assert {"compute/wall_s", "compute/cpu_s", "compute/peak_rss_mb"} <= set(metrics)
         assert any(k.startswith("utility/") for k in metrics)
-        if run.data.tags["privacy.unit"] != "none":
-            assert metrics["privacy/epsilon"] > 0 and run.data.tags["privacy.accountant"] != "none"
-        result = json.loads(Path(store.client.download_artifacts(outcome.run_id, "result.json")).read_text())
-        assert set(result["metrics"]) == set(metrics)
+        if run.tags["privacy.unit"] != "none":
+            assert metrics["privacy/epsilon"] > 0 and run.tags["privacy.accountant"] != "none"
+        result = store.read_json(outcome.run_id, "result.json")
+        assert set(result["metrics"]) == set(outcome.metrics)  # metrics linked later (slowdown) are not in it
         assert result["config"] == config.model_dump(mode="json")
+        assert set(result["schema"]) == set(task.result_schema(_phases(metrics)))  # declared, logged or not
+        assert result["privacy_unit"] == run.tags["privacy.unit"]
 
 
 def _phases(metrics: dict) -> list[str]:
@@ -65,7 +62,7 @@ def _phases(metrics: dict) -> list[str]:
 
 
 def test_suite_list_imports_no_heavy_library() -> None:
-    code = ("import sys; from suite.cli import main; main(['list']); "
+    code = ("import sys; from cli.main import main; main(['list']); "
             "heavy = {'torch', 'opacus', 'flwr', 'transformers', 'ray', 'mlflow', 'timm', 'sklearn'}; "
             "print('HEAVY', sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

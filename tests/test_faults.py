@@ -29,7 +29,7 @@ def _finished_ids(db: Path) -> set[str]:
     if not db.exists():
         return set()
     try:
-        return {r.info.run_id for r in Tracker(f"sqlite:///{db}").runs("toyfault", status="FINISHED")}
+        return {r.run_id for r in Tracker(f"sqlite:///{db}").runs("toyfault", status="FINISHED")}
     except TrackingError:
         return set()  # killed before the store's first open completed
 
@@ -42,7 +42,7 @@ def _running_of(db: Path, pid: int) -> bool:
         runs = Tracker(f"sqlite:///{db}").runs("toyfault", status="RUNNING")
     except TrackingError:
         return False
-    return any(r.data.tags.get("suite.pid") == str(pid) for r in runs)
+    return any(r.tags.get("suite.pid") == str(pid) for r in runs)
 
 
 def _kill_at_random_moments(tmp_path: Path, trials: int, seed: int, *extra: str) -> dict[str, int]:
@@ -78,11 +78,11 @@ def _kill_at_random_moments(tmp_path: Path, trials: int, seed: int, *extra: str)
     by_hash = statuses(tracker, "toyfault")
     assert len(by_hash) == FAULT_CELLS
     assert all(s.count("FINISHED") == 1 and "RUNNING" not in s for s in by_hash.values()), by_hash
-    final = {r.info.run_id for r in tracker.runs("toyfault", status="FINISHED")}
+    final = {r.run_id for r in tracker.runs("toyfault", status="FINISHED")}
     assert seen <= final, "a FINISHED run was lost"
     for run in tracker.runs("toyfault", status="FINISHED"):  # and nothing half-logged passes for finished
-        expected = float(run.data.params["value"]) + int(run.data.params["seed"]) / 100
-        assert run.data.metrics["utility/accuracy"] == pytest.approx(expected)
+        expected = float(run.params["value"]) + int(run.params["seed"]) / 100
+        assert run.metrics["utility/accuracy"] == pytest.approx(expected)
     return {"trials": trials, "killed_mid_sweep": mid_sweep, "exited_before_kill": exited,
             "finished_before_resume": len(seen), "runs_reaped_killed": len(tracker.runs("toyfault", status="KILLED"))}
 
@@ -111,7 +111,7 @@ def _cli_at(uri: str, *args: str, cwd: Path, timeout: float = 120):  # noqa: ANN
     import sys
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    return subprocess.run([sys.executable, "-m", "suite.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

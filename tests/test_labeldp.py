@@ -199,9 +199,9 @@ def test_randomized_response_that_never_flips_ends_failed_with_the_reason(store,
     monkeypatch.setattr(mech, "rr_channel", lambda *, epsilon, k: np.eye(k))
     outcome = run_one(task, "quick", config, tracker=store)
     assert outcome.status == "FAILED"
-    run = store.client.get_run(outcome.run_id)
-    assert run.info.status == "FAILED" and "compute/train_s" not in run.data.metrics
-    reason = run.data.tags["suite.failure_reason"]
+    run = store.run(outcome.run_id)
+    assert run.status == "FAILED" and "compute/train_s" not in run.metrics
+    reason = run.tags["suite.failure_reason"]
     assert "NoFiniteGuarantee" in reason and "epsilon = inf" in reason and "labeldp rr" in reason
     assert not store.runs("labeldp", status="FINISHED")
 

@@ -45,7 +45,7 @@ def _toy_v1_expected(tracker) -> pd.DataFrame:
     runs = mlflow.search_runs(experiment_names=["toy"])
     toy = get_task("toy")
     runs = runs[runs["status"] == "FINISHED"].sort_values("start_time", ascending=False)
-    v1 = [config_hash("toy", "1", toy.Config(method=m, seed=int(s), sleep_s=float(sl), value=float(v))) ==
+    v1 = [config_hash("toy", "1", toy.parse({"method": m, "seed": int(s), "sleep_s": float(sl), "value": float(v)})) ==
           h for m, s, sl, v, h in zip(runs["params.method"], runs["params.seed"], runs["params.sleep_s"],
                                       runs["params.value"], runs["tags.suite.config_hash"])]
     runs = runs[v1].drop_duplicates("tags.suite.config_hash")  # the newest run of a rerun seed
@@ -108,8 +108,8 @@ def test_task_versions_are_kept_apart(site) -> None:
 def test_failed_and_killed_runs_are_listed_apart(tracker, site) -> None:
     text = (site / "tasks" / "toy.html").read_text()
     assert "planned crash of the toy task" in text and "interrupted by SIGTERM" in text
-    crashed = [r for r in tracker.runs("toy", status="FAILED") if "planned crash" in r.data.tags["suite.failure_reason"]]
-    config_pages = [p for p in (site / "config").glob("*.html") if crashed[0].info.run_id in p.read_text()]
+    crashed = [r for r in tracker.runs("toy", status="FAILED") if "planned crash" in r.tags["suite.failure_reason"]]
+    config_pages = [p for p in (site / "config").glob("*.html") if crashed[0].run_id in p.read_text()]
     assert len(config_pages) == 1
     page = config_pages[0].read_text()
     assert "RuntimeError: planned crash of the toy task" in page and "No FINISHED run" in page
@@ -117,13 +117,13 @@ def test_failed_and_killed_runs_are_listed_apart(tracker, site) -> None:
 
 def test_config_page_lists_each_seed_with_its_provenance(tracker, site) -> None:
     page = _config_page_of(site, "toy", "0.25").read_text()
-    finished = [r for r in tracker.runs("toy", status="FINISHED") if r.data.params.get("value") == "0.25"
-                and r.data.tags["suite.git_commit"] != "0123abc"]  # task version 1 only
+    finished = [r for r in tracker.runs("toy", status="FINISHED") if r.params.get("value") == "0.25"
+                and r.tags["suite.git_commit"] != "0123abc"]  # task version 1 only
     assert len(finished) == 4  # three seeds, and the superseded first run of seed 0
     for run in finished:
-        assert run.info.run_id in page
+        assert run.run_id in page
     assert page.count("superseded by a newer run") == 1
-    assert finished[0].data.tags["suite.git_commit"] in page and "0.1.0" in page  # git commit, suite version
+    assert finished[0].tags["suite.git_commit"] in page and "0.1.0" in page  # git commit, suite version
     assert "<th>value</th><td><code>0.25</code></td>" in page
 
 
@@ -246,3 +246,21 @@ def test_cli_builds_the_site(tracker, tmp_path) -> None:
     done = suite_cli("leaderboard", "--out", str(tmp_path / "out"), cwd=store_dir)
     assert done.returncode == 0, done.stderr
     assert "leaderboard written to" in done.stdout and (tmp_path / "out" / "tasks" / "dpsgd.html").is_file()
+
+
+def test_the_board_needs_no_task_code(tracker, tmp_path) -> None:
+    """Built in a process that imports no task module, the site still has every direction and unit: even
+    of compute/slowdown, logged after result.json, which carries the task's full declared schema."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from leaderboard.build import build_site; from suite.tracking import Tracker; "
+            f"build_site(Tracker({tracker.uri!r}, write=False), {str(tmp_path / 'site')!r}); "
+            "print('TASK MODULES', sorted(m for m in sys.modules if m.startswith(('tasks', 'tests.toy'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "TASK MODULES []" in done.stdout
+    payload = json.loads((tmp_path / "site" / "data" / "dpsgd.json").read_text())
+    columns = {c["key"]: c for c in payload["sections"][0]["columns"]}
+    assert columns["compute/slowdown"]["direction"] == "lower" and columns["compute/slowdown"]["unit"] == "x"
+    assert columns["utility/accuracy"]["unit"] == "fraction"

@@ -73,7 +73,7 @@ def server(tmp_path_factory):
 
 def _sweep(uri: str, cwd: Path, *args: str, popen: bool = False):  # noqa: ANN202
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    cmd = [sys.executable, "-m", "suite.cli", "sweep", "toy", *args]
+    cmd = [sys.executable, "-m", "cli", "sweep", "toy", *args]
     if popen:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -85,12 +85,12 @@ def test_sweep_on_ray_logs_every_cell_once_to_the_server(ray_head, server, tmp_p
     assert done.returncode == 0, done.stdout + done.stderr
     assert "6 finished" in done.stdout
     runs = Tracker(server).runs("toy")
-    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) == 6 and all(r.status == "FINISHED" for r in runs)
     for run in runs:
-        expected = float(run.data.params["value"]) + int(run.data.params["seed"]) / 100
-        assert run.data.metrics["utility/accuracy"] == pytest.approx(expected)
-        assert run.data.metrics["compute/steps"] == 4
-        assert Tracker(server).client.get_metric_history(run.info.run_id, "utility/accuracy")[0].step == 1
+        expected = float(run.params["value"]) + int(run.params["seed"]) / 100
+        assert run.metrics["utility/accuracy"] == pytest.approx(expected)
+        assert run.metrics["compute/steps"] == 4
+        assert Tracker(server).client.get_metric_history(run.run_id, "utility/accuracy")[0].step == 1
     again = _sweep(server, tmp_path, "--ray-address", ray_head, "--set", "sleep_s=0.2")
     assert again.returncode == 0 and "6 cached" in again.stdout
     assert len(Tracker(server).runs("toy")) == 6
@@ -104,8 +104,8 @@ def test_crash_and_timeout_on_ray_end_failed_with_the_reason(ray_head, server, t
                   "--timeout", "3")
     assert hang.returncode == 1 and "2 failed" in hang.stdout, hang.stdout + hang.stderr
     tracker = Tracker(server)
-    failed = [r for r in tracker.runs("toy", status="FAILED") if r.data.params["seed"] in ("5", "6")]
-    reasons = {r.data.params["method"]: r.data.tags["suite.failure_reason"] for r in failed}
+    failed = [r for r in tracker.runs("toy", status="FAILED") if r.params["seed"] in ("5", "6")]
+    reasons = {r.params["method"]: r.tags["suite.failure_reason"] for r in failed}
     assert len(failed) == 4
     assert "planned crash" in reasons["crash"] and "timeout: killed after 3 s" in reasons["hang"]
 
@@ -118,7 +118,7 @@ def test_sigterm_ends_ray_cells_killed(ray_head, server, tmp_path: Path) -> None
     deadline = time.monotonic() + 180
 
     def mine(status: str) -> list:
-        return [r for r in tracker.runs("toy", status=status) if r.data.params["seed"] == "7"]
+        return [r for r in tracker.runs("toy", status=status) if r.params["seed"] == "7"]
 
     while len(mine("RUNNING")) < 2:
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
@@ -129,7 +129,7 @@ def test_sigterm_ends_ray_cells_killed(ray_head, server, tmp_path: Path) -> None
     assert proc.returncode == 130, out
     killed = mine("KILLED")
     assert len(killed) == 2 and not mine("RUNNING")
-    reasons = [r.data.tags["suite.failure_reason"] for r in killed]
+    reasons = [r.tags["suite.failure_reason"] for r in killed]
     assert reasons == ["interrupted by SIGTERM"] * 2, reasons
 
 

@@ -60,13 +60,9 @@ class FLTask(Task):
     def accountant(self, config: FLConfig) -> str:
         return "rdp" if config.method == "dp" else "none"
 
-    def sampler(self, config: FLConfig) -> str:
-        """How a DP run samples its clients (the ``privacy.sampler`` tag); ``none`` without DP."""
-        return "poisson" if config.method == "dp" else "none"
-
-    def tags(self, config: FLConfig) -> dict[str, str]:
-        tags = super().tags(config)
-        return {**tags, "privacy.sampler": self.sampler(config)} if config.method == "dp" else tags
+    def sampler(self, config: FLConfig) -> str | None:
+        """How a DP run samples its clients (the ``privacy.sampler`` tag); None without DP."""
+        return "poisson" if config.method == "dp" else None
 
     def reference(self, config: FLConfig) -> FLConfig | None:
         if config.method == "fedavg":

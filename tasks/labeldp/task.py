@@ -205,10 +205,6 @@ class LabelDPTask(Task):
     def accountant(self, config: LabelDPConfig) -> str:
         return _ACCOUNTANTS.get(config.method, "none")
 
-    def sampler(self, config: LabelDPConfig) -> str:
+    def sampler(self, config: LabelDPConfig) -> str | None:
         """No subsampling: RR and ALIBI touch every label once, PATE-FM asks a fixed set of queries."""
-        return "none"
-
-    def tags(self, config: LabelDPConfig) -> dict[str, str]:
-        # Until the core's Task.tags adds privacy.sampler from Task.sampler, the family adds it here.
-        return {**super().tags(config), "privacy.sampler": self.sampler(config)}
+        return "none" if config.method in PRIVATE_METHODS else None

@@ -1,30 +1,28 @@
-"""A fast task with planned faults, for testing the runners (no torch)."""
+"""A fast task with planned faults, for testing the runners (no torch), in the plugin shape.
+
+The family's config and methods registry are in tests/toy/config.py, its methods in
+tests/toy/methods/. The toy's run is a pipeline the methods share (sleep in steps, reporting
+progress and a metric history); each method varies its last step (``ToyMethod.outcome``).
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
-
-from suite.config import TaskConfig
 from suite.schema import Metric
 from suite.task import RunContext, Task, register_task
-
-
-class ToyConfig(TaskConfig):
-    method: Literal["ok", "crash", "nan", "hang"] = "ok"  # ok returns metrics; the others fail on purpose
-    sleep_s: float = Field(0.0, ge=0)  # time spent "training", in steps of 50 ms
-    value: float = 0.5  # the accuracy the run reports
+from tests.toy.config import METHODS, ToyConfig
 
 
 @register_task("toy")
 class ToyTask(Task):
     description = "test task with planned faults"
     Config = ToyConfig
+    method_registry = METHODS
     metrics = {
         "utility/accuracy": Metric("higher", "fraction", "the configured value"),
+        "privacy/epsilon": Metric("lower", "epsilon", "noisy: epsilon of the Laplace noise added"),
         "compute/steps": Metric("none", "steps", "sleep steps taken"),
     }
 
@@ -35,12 +33,8 @@ class ToyTask(Task):
                 time.sleep(0.05)
                 ctx.progress("sleeping", i + 1, steps)
                 ctx.log_step(i + 1, {"utility/accuracy": config.value * (i + 1) / steps})
-            if config.method == "hang":
-                time.sleep(3600)
-            if config.method == "crash":
-                raise RuntimeError("planned crash of the toy task")
-        value = float("nan") if config.method == "nan" else config.value + config.seed / 100
-        return {"utility/accuracy": value, "compute/steps": float(steps)}
+            metrics = self.method_of(config).outcome(config, config.value + config.seed / 100)
+        return {**metrics, "compute/steps": float(steps)}
 
 
 @register_task("toyload")

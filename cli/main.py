@@ -7,7 +7,9 @@
     suite leaderboard [--out site]
 
 Exit status: 0 when all went well, 1 when a run failed, 2 for bad input (nothing is run
-or written), 130 when interrupted.
+or written), 130 when interrupted. ``python -m cli ...`` is the same command without the
+installed ``suite`` script. A subcommand is one ``sub.add_parser`` block in :func:`_parser`
+and one ``_cmd_<name>`` function.
 """
 
 from __future__ import annotations
@@ -105,10 +107,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
     out = _stdout()
     out.print(f"[bold]{task.name}[/] ({args.tier} tier, task version {task.version}): {task.description}")
     out.print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip(), markup=False)
-    table = Table("key", "type", "default", "allowed", "meaning", title="keys")
-    for row in describe_fields(task.Config):
+    title = f"keys of method {config.method}" if task.method_registry else "keys"
+    table = Table("key", "type", "default", "allowed", "meaning", title=title)
+    for row in describe_fields(task.config_model(config.method)):
         table.add_row(row["key"], row["type"], repr(row["default"]), row["allowed"], row["doc"])
     out.print(table)
+    if task.method_registry:
+        others = [m for m in task.methods() if m != config.method]
+        out.print(f"other methods: {', '.join(others) or 'none'} (--set method=NAME lists a method's keys)")
     spec = task.tier(args.tier)
     out.print(f"{args.tier} grid: {len(expand_grid(spec.grid))} cells (before de-duplication), "
               f"timeout {spec.timeout_s:g} s per cell")
@@ -118,29 +124,21 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from runners.local import run_one
     from suite.config import parse_overrides
-    from suite.progress import Display
     from suite.task import get_task
     from suite.tracking import Tracker
 
     task = get_task(args.task)
     config = task.resolve(args.tier, parse_overrides(args.overrides))
     tracker = Tracker()
-    with Display(1, f"{task.name} run") as display:
-        display.cell_started("run", task.name)
-        outcome = run_one(task, args.tier, config, tracker=tracker, force=args.force,
-                          report=lambda desc, done, total: display.cell_progress("run", desc, done, total))
-        from runners.pool import describe
-
-        display.cell_ended("run", describe(outcome))
-    from runners.references import link_slowdowns
-
-    link_slowdowns(tracker, task.name)
+    outcome = run_one(task, args.tier, config, tracker=tracker, force=args.force)
     if outcome.status == "CACHED":
         _stdout().print(f"a FINISHED run of this config exists ({outcome.run_id}); use --force to run it again")
+    elif outcome.status == "BUSY":
+        _stdout().print("another live process is running this config now; its run will be in the store")
     elif outcome.metrics:
         _print_metrics(outcome.metrics)
     _stdout().print(f"run id: {outcome.run_id}  store: {tracker.uri}")
-    return EXIT_OK if outcome.ok else EXIT_FAILED
+    return EXIT_OK if outcome.ok or outcome.status == "BUSY" else EXIT_FAILED
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
