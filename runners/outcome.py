@@ -85,7 +85,8 @@ def record_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult)
                "config_hash": cell.hash, "git_commit": git_commit(), "suite_version": suite.__version__,
                "description": task.description, "pareto": [list(pair) for pair in task.pareto]}
     tracker.finish(run_id, result.metrics, schema=task.result_schema(result.phases),
-                   environment=result.environment, summary=summary, history=result.history)
+                   environment=result.environment, summary=summary, history=result.history,
+                   examples=result.examples)
 
 
 def failure_reason(exc: BaseException) -> str:

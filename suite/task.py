@@ -40,8 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from suite.claims import Claim, check_claims
 from suite.config import TaskConfig, Tier, build_config, load_tier
 from suite.errors import UsageError
+from suite.examples import ExampleScores, classification
 from suite.registry import Registry
 from suite.schema import COMMON_METRICS, PRIVACY_UNITS, Metric, check_schema
 
@@ -63,7 +65,8 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
 @dataclass
 class RunContext:
-    """What a task's ``run`` gets besides its config: tier, data, progress and phase timers."""
+    """What a task's ``run`` gets besides its config: tier, data, progress, phase timers, and where
+    per-example test scores are recorded."""
 
     tier: str
     data_dir: Path | None = None
@@ -71,6 +74,7 @@ class RunContext:
     report: Callable[[str, float, float], None] = lambda desc, done, total: None
     phases: dict[str, float] = field(default_factory=dict)
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    examples: list[ExampleScores] = field(default_factory=list)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -94,6 +98,29 @@ class RunContext:
             raise ValueError(f"step must be >= 0, got {step}")
         self.history.append((int(step), {k: float(v) for k, v in metrics.items()}))
 
+    def record_predictions(self, metric: str, *, predicted: Iterable[int], target: Iterable[int],
+                           examples: str) -> None:
+        """Record a classifier's prediction on each **public test** example behind ``metric`` (an accuracy).
+
+        ``examples`` is the :func:`suite.examples.digest` of the test examples in the order scored.
+        The runner logs them as the artifact ``examples/<axis>.<name>.json`` (never record private
+        training data) and fails the run if their accuracy differs from the returned ``metric``.
+        """
+        self.examples.append(classification(metric, predicted=predicted, target=target, examples=examples))
+
+    def record_example_values(self, metric: str, *, values: Iterable[float], examples: str,
+                              weights: Iterable[float] | None = None, transform: str = "identity",
+                              block: int = 1) -> None:
+        """Record per-example values behind ``metric = transform(sum(values) / sum(weights))``.
+
+        For example each held-out token's loss behind a perplexity (``transform="exp"``), with
+        ``block`` consecutive tokens resampled together by the paired bootstrap, as they are not
+        independent. Public test data only.
+        """
+        self.examples.append(ExampleScores(metric, examples, tuple(float(v) for v in values),
+                                           None if weights is None else tuple(float(w) for w in weights),
+                                           transform, block))  # type: ignore[arg-type]
+
 
 class Task(abc.ABC):
     """Base of every benchmark task.
@@ -108,7 +135,8 @@ class Task(abc.ABC):
 
     Optional: ``version`` (bump it when results stop being comparable), ``description``,
     ``privacy_unit`` and ``accountant`` (tags), ``reference`` (the run a slowdown is
-    measured against), ``pareto`` (the metric pairs the leaderboard plots) and ``preload``
+    measured against), ``pareto`` (the metric pairs the leaderboard plots), ``claims`` (the
+    paper's claims, tested by ``suite claims``; see :mod:`suite.claims`) and ``preload``
     (heavy modules a sweep imports once, up front).
     """
 
@@ -120,6 +148,8 @@ class Task(abc.ABC):
     preload: ClassVar[tuple[str, ...]] = ()
     # (x metric, y metric) pairs the leaderboard draws as Pareto plots, e.g. accuracy vs epsilon.
     pareto: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # The paper's claims as paired comparisons of the task's configurations (suite/claims.py).
+    claims: ClassVar[tuple[Claim, ...]] = ()
 
     @abc.abstractmethod
     def run(self, config: Any, ctx: RunContext) -> dict[str, float]:
@@ -148,6 +178,7 @@ class Task(abc.ABC):
             missing = [k for k in pair if k not in cls.result_schema() and not _is_phase_time(k)]
             if missing:
                 raise TypeError(f"task {cls.__name__}: pareto pair {pair} names undeclared metrics {missing}")
+        check_claims(cls)
 
     @classmethod
     def methods(cls) -> tuple[str, ...]:

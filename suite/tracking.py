@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from suite.config import TaskConfig, canonical_json
 from suite.environment import git_commit
 from suite.errors import TrackingError
+from suite.examples import ExampleScores
 from suite.schema import Metric
 
 import suite
@@ -217,11 +218,13 @@ class Tracker:
 
     def finish(self, run_id: str, metrics: Mapping[str, float], *, schema: Mapping[str, Metric],
                environment: Mapping[str, Any], summary: Mapping[str, Any],
-               history: Sequence[tuple[int, Mapping[str, float]]] = ()) -> None:
+               history: Sequence[tuple[int, Mapping[str, float]]] = (),
+               examples: Sequence[ExampleScores] = ()) -> None:
         """Log metrics, the result schema and the environment, then mark the run FINISHED.
 
         ``history`` holds (step, metrics) pairs logged as MLflow metric history; the final
         metrics are logged at the last step so that MLflow's "latest value" is the headline one.
+        ``examples``: per-example test scores, each logged as ``examples/<axis>.<name>.json``.
         """
         last = 0
         for step, values in history:
@@ -229,6 +232,8 @@ class Tracker:
             last = max(last, step)
         self.log_metrics(run_id, metrics, step=last)
         self.log_json(run_id, "environment.json", environment)
+        for scores in examples:
+            _retry(self.client.log_text, run_id, json.dumps(scores.to_json(), separators=(",", ":")), scores.artifact)
         self.log_json(run_id, "result.json", {
             **summary,
             "metrics": {k: {"value": v, **schema[k].to_json()} for k, v in sorted(metrics.items())},

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from suite.config import TaskConfig
 from suite.schema import Metric
 from suite.task import RunContext, Task, register_task
+from tasks.fl.claims import CLAIMS
 
 _CODEC_KEYS = {  # the keys each method uses; the others are reset to null so equal runs hash equally
     "fedavg": (), "secagg": (),
@@ -104,6 +105,7 @@ class FLTask(Task):
     preload = ("tasks.fl.train", "tasks.fl.apps", "tasks.fl.data", "flwr.simulation", "ray", "datasets",
                "flwr_datasets.partitioner", "sklearn.datasets", "sklearn.model_selection")
     pareto = (("bandwidth/uplink_bytes", "utility/accuracy"), ("bandwidth/compression", "utility/accuracy"))
+    claims = CLAIMS  # the paper's claims, judged by `suite claims` (tasks/fl/claims.py)
     metrics = {
         "utility/accuracy": Metric("higher", "fraction", "test accuracy of the global model after the last round"),
         "utility/loss": Metric("lower", "nats", "test cross-entropy of the global model after the last round"),

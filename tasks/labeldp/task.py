@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from suite.config import TaskConfig
 from suite.schema import Metric
 from suite.task import RunContext, Task, register_task
+from tasks.labeldp.claims import CLAIMS
 
 PRIVATE_METHODS = ("rr", "rr_prior", "alibi", "pate_fm")
 _ACCOUNTANTS = {"rr": "rr", "rr_prior": "rr-with-prior", "alibi": "laplace", "pate_fm": "pate-rdp-data-dependent"}
@@ -83,6 +84,7 @@ class LabelDPTask(Task):
     preload = ("tasks.labeldp.train", "tasks.labeldp.methods", "torch._dynamo", "scipy.stats", "sklearn.datasets", "sklearn.semi_supervised",
                "sklearn.model_selection")
     pareto = (("privacy/epsilon", "utility/accuracy"),)
+    claims = CLAIMS  # the paper's claims, judged by `suite claims` (tasks/labeldp/claims.py)
     metrics = {
         "utility/accuracy": Metric("higher", "fraction", "test accuracy of the released model"),
         "utility/loss": Metric("lower", "nats", "test cross-entropy of the released model"),

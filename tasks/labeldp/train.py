@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from suite import data
+from suite.examples import digest
 from suite.task import RunContext
 from tasks.labeldp.mechanisms import canary_epsilon_lower_bound
 from tasks.labeldp.models import MODELS
@@ -66,7 +67,7 @@ def train_and_evaluate(config: LabelDPConfig, ctx: RunContext) -> dict[str, floa
     with ctx.phase("train"):
         model, metrics = METHODS[config.method](config, split, ctx)
     with ctx.phase("eval"):
-        metrics.update(evaluate(model, split.test_x, split.test_y))
+        metrics.update(evaluate(model, split.test_x, split.test_y, ctx=ctx))
         metrics.update(audit(config, model, split, canaries, claimed=metrics.get("privacy/epsilon")))
     metrics["compute/params"] = float(sum(p.numel() for p in model.parameters() if p.requires_grad))
     return metrics
@@ -180,9 +181,13 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ctx: RunContext | None = None) -> dict[str, float]:
+    """Test accuracy and loss; with ``ctx``, each test example's prediction is recorded (public test data)."""
     probs = torch.as_tensor(predict_proba(model, x), device=y.device)
     loss = nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), y).item()
+    if ctx is not None:
+        ctx.record_predictions("utility/accuracy", predicted=probs.argmax(1).tolist(), target=y.tolist(),
+                               examples=digest(x, y))
     return {"utility/accuracy": (probs.argmax(1) == y).double().mean().item(), "utility/loss": loss}
 
 

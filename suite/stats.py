@@ -1,0 +1,185 @@
+"""Paired statistics for claims and ties: bootstrap intervals and McNemar's exact test. Pure functions.
+
+Two configurations are compared on *pairs* of runs (same seed, same other config keys). The
+effect is the mean over pairs of a per-pair effect: the difference of a metric (``a - b``) or
+the log of its ratio (``log a/b``, reported back as a ratio: the geometric mean of the pairs'
+ratios). Its 95% interval comes from one of two percentile bootstraps:
+
+* **over pairs** (:func:`bootstrap_pairs`): each replicate draws the pairs with replacement.
+  It needs two pairs at least; with two or three pairs the interval is about the range of the
+  pairs' effects, so only agreeing seeds clear a margin.
+* **over pairs and test examples** (:func:`bootstrap_pairs_examples`), when every run of every
+  pair logged its per-example scores on the same test examples in the same order. Each
+  replicate draws the pairs with replacement *and* the test examples with replacement, one
+  draw of examples shared by every pair and both sides (the two sides of a pair are always
+  scored on identical examples, and the common test set is resampled once, not per run).
+  The replicate's effect is the mean over the drawn pairs of the effect computed on the drawn
+  examples. This is the paired "multi-bootstrap" of Sellam et al. (2022, The MultiBERTs): it
+  keeps the seed-to-seed variance and adds the test set's sampling variance, which a
+  bootstrap over a handful of seeds cannot see. With one pair it is the paired bootstrap
+  over test examples.
+
+>>> import numpy as np
+>>> i = bootstrap_pairs(np.array([0.5, 0.75, 1.0]), np.array([0.25, 0.25, 0.25]), kind="difference",
+...                     rng=np.random.default_rng(0))
+>>> i.effect, i.low, i.high  # three pairs: the interval is the range of the pairs' differences
+(0.5, 0.25, 0.75)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
+
+Kind = Literal["difference", "ratio"]
+Transform = Literal["identity", "exp"]
+REPLICATES = 2000
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A paired effect and its bootstrap percentile interval."""
+
+    effect: float
+    low: float
+    high: float
+    pairs: int
+    examples: int = 0  # test examples (or blocks of them) resampled; 0: pairs only
+    replicates: int = REPLICATES
+
+    def describe(self) -> str:
+        """How the interval was made, in words."""
+        how = f"bootstrap over {self.pairs} pair{'s' if self.pairs != 1 else ''}"
+        if self.examples:
+            how += f" and {self.examples} test examples (resampled jointly for both sides)"
+        return f"{how}, {self.replicates} replicates, 95% percentile interval"
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value for one pair of classifiers on the same examples.
+
+    ``a_only``: examples A gets right and B wrong; ``b_only``: the reverse. Under the null both
+    kinds of disagreement are equally likely, so ``a_only`` ~ Binomial(a_only + b_only, 1/2); the
+    p-value doubles the smaller tail (capped at 1).
+
+    >>> mcnemar_exact(1, 9)  # 2 * (C(10,0) + C(10,1)) / 2**10
+    0.021484375
+    """
+    if a_only < 0 or b_only < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {a_only} and {b_only}")
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(a_only, b_only) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def per_pair_effects(a: np.ndarray, b: np.ndarray, *, kind: Kind) -> np.ndarray:
+    """Each pair's effect on the additive scale: ``a - b``, or ``log(a / b)`` for a ratio."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if kind == "difference":
+        return a - b
+    if kind == "ratio":
+        if (a <= 0).any() or (b <= 0).any():
+            raise ValueError("a ratio effect needs positive values on both sides")
+        return np.log(a) - np.log(b)
+    raise ValueError(f"kind must be 'difference' or 'ratio', got {kind!r}")
+
+
+def paired_effect(a: np.ndarray, b: np.ndarray, *, kind: Kind) -> float:
+    """Mean paired difference, or geometric-mean ratio, of two aligned arrays of run values."""
+    return _report(float(per_pair_effects(a, b, kind=kind).mean()), kind)
+
+
+def bootstrap_pairs(a: np.ndarray, b: np.ndarray, *, kind: Kind, rng: np.random.Generator,
+                    replicates: int = REPLICATES, level: float = LEVEL) -> Interval | None:
+    """The paired effect of run values ``a[i]`` vs ``b[i]`` with a bootstrap interval over pairs.
+
+    None when there are fewer than two pairs (one pair has no spread to resample).
+    """
+    import numpy as np
+
+    effects = per_pair_effects(a, b, kind=kind)
+    s = len(effects)
+    if s < 2:
+        return None
+    draws = rng.multinomial(s, np.full(s, 1.0 / s), size=replicates)  # how often each pair is drawn
+    replicate = draws @ effects / s
+    low, high = _percentiles(replicate, level)
+    return Interval(_report(float(effects.mean()), kind), _report(low, kind), _report(high, kind), s,
+                    replicates=replicates)
+
+
+def bootstrap_pairs_examples(a_values: np.ndarray, b_values: np.ndarray, *, kind: Kind,
+                             rng: np.random.Generator, a_weights: np.ndarray | None = None,
+                             b_weights: np.ndarray | None = None, transform: Transform = "identity",
+                             replicates: int = REPLICATES, level: float = LEVEL) -> Interval:
+    """The paired effect with a bootstrap over pairs and test examples (see the module docstring).
+
+    ``a_values[s, i]`` is what run A of pair ``s`` scored on example ``i`` (1/0 for a correct
+    prediction, a token's loss, ...), ``a_weights[s, i]`` its weight (1 when None); a run's
+    metric is ``transform(sum(values) / sum(weights))`` (``exp`` turns a mean loss into a
+    perplexity). Both sides must have the same shape: the same examples in the same order.
+    """
+    import numpy as np
+
+    a_values, b_values = np.atleast_2d(np.asarray(a_values, float)), np.atleast_2d(np.asarray(b_values, float))
+    if a_values.shape != b_values.shape:
+        raise ValueError(f"both sides need the same pairs and examples, got {a_values.shape} and {b_values.shape}")
+    a_w = np.ones_like(a_values) if a_weights is None else np.atleast_2d(np.asarray(a_weights, float))
+    b_w = np.ones_like(b_values) if b_weights is None else np.atleast_2d(np.asarray(b_weights, float))
+    s, n = a_values.shape
+    point = per_pair_effects(_metric(a_values.sum(1), a_w.sum(1), transform),
+                             _metric(b_values.sum(1), b_w.sum(1), transform), kind=kind)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=replicates)  # one draw of examples per replicate
+    pair_draws = rng.multinomial(s, np.full(s, 1.0 / s), size=replicates)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_pair = per_pair_effects(_metric(counts @ a_values.T, counts @ a_w.T, transform),
+                                    _metric(counts @ b_values.T, counts @ b_w.T, transform), kind=kind)
+    replicate = (pair_draws * per_pair).sum(1) / s
+    low, high = _percentiles(replicate, level)
+    return Interval(_report(float(point.mean()), kind), _report(low, kind), _report(high, kind), s, n, replicates)
+
+
+def clears(interval: Interval | None, *, direction: Literal["higher", "lower"], margin: float) -> str:
+    """``holds`` when the whole interval lies beyond ``margin`` on the claimed side, ``contradicted``
+    when it lies wholly on the other side, else ``inconclusive`` (also without an interval)."""
+    if interval is None:
+        return "inconclusive"
+    above, below = interval.low > margin, interval.high < margin
+    if direction == "higher":
+        return "holds" if above else "contradicted" if below else "inconclusive"
+    if direction == "lower":
+        return "holds" if below else "contradicted" if above else "inconclusive"
+    raise ValueError(f"direction must be 'higher' or 'lower', got {direction!r}")
+
+
+def _metric(numerator: np.ndarray, weight: np.ndarray, transform: Transform) -> np.ndarray:
+    import numpy as np
+
+    mean = numerator / weight
+    if transform == "identity":
+        return mean
+    if transform == "exp":
+        return np.exp(mean)
+    raise ValueError(f"transform must be 'identity' or 'exp', got {transform!r}")
+
+
+def _percentiles(replicate: np.ndarray, level: float) -> tuple[float, float]:
+    import numpy as np
+
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(replicate, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def _report(value: float, kind: Kind) -> float:
+    """Back from the additive scale: a ratio's mean log is reported as a ratio."""
+    return math.exp(value) if kind == "ratio" else value
