@@ -34,7 +34,7 @@ _ENV = {"python": "python", "torch": "torch", "cpu": "cpu", "torch_threads": "th
 def collect(tracker: Tracker) -> tuple[pd.DataFrame, dict[tuple[str, str], TaskSchema]]:
     """Every ended suite run of the store as a row, and ``(task, task_version) -> schema``.
 
-    Columns: ``run_id, status, start_time, end_time, task, tier, task_version, method, seed,
+    Columns: ``run_id, status, start_time, end_time, artifact_uri, task, tier, task_version, method, seed,
     config_hash, git_commit, suite_version, privacy_unit, accountant, failure_reason``,
     ``env_*`` (python, torch, cpu, threads), ``params.<key>`` and ``metrics.<key>``. Rows are
     sorted by task, tier, start time and run id, so that a rebuild sees the same order.
@@ -51,13 +51,13 @@ def collect(tracker: Tracker) -> tuple[pd.DataFrame, dict[tuple[str, str], TaskS
         return _empty(), {}
     runs[list(_TAGS.values())] = runs[list(_TAGS.values())].fillna("")
     runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce").astype("Int64")
-    with _artifact_reader(tracker) as read:
+    with artifact_reader(tracker) as read:
         schemas = _read_results(runs, read)
         runs["task_version"] = _task_versions(runs, schemas, read)
         env = [_environment(read, row) for row in runs[["run_id", "artifact_uri", "status"]].itertuples()]
     runs = pd.concat([runs.reset_index(drop=True), pd.DataFrame(env, columns=[f"env_{v}" for v in _ENV.values()])],
                      axis=1)
-    keep = ["run_id", "status", "start_time", "end_time", "task_version", *_TAGS.values(),
+    keep = ["run_id", "status", "start_time", "end_time", "artifact_uri", "task_version", *_TAGS.values(),
             *[f"env_{v}" for v in _ENV.values()],
             *sorted(c for c in runs if c.startswith("params.")), *sorted(c for c in runs if c.startswith("metrics."))]
     runs = runs[keep].sort_values(["task", "tier", "start_time", "run_id"], kind="stable").reset_index(drop=True)
@@ -80,7 +80,7 @@ def _search_runs(tracker: Tracker) -> pd.DataFrame:
 
 
 def _empty() -> pd.DataFrame:
-    columns = ["run_id", "status", "start_time", "end_time", "task_version", *_TAGS.values(),
+    columns = ["run_id", "status", "start_time", "end_time", "artifact_uri", "task_version", *_TAGS.values(),
                *[f"env_{v}" for v in _ENV.values()]]
     return pd.DataFrame(columns=columns)
 
@@ -149,7 +149,7 @@ def _environment(read: Any, row: Any) -> list[Any]:
 
 
 @contextmanager
-def _artifact_reader(tracker: Tracker) -> Iterator[Any]:
+def artifact_reader(tracker: Tracker) -> Iterator[Any]:
     """A function ``read(run_id, artifact_uri, name) -> parsed JSON or None``.
 
     Local artifact stores (``file://``) are read in place; any other store goes through

@@ -102,11 +102,13 @@ def _row(section: Section, row: pd.Series, root: str) -> dict[str, Any]:
     for col in section.columns:
         mean, half, n = row[f"{col.key} mean"], row[f"{col.key} ci95"], row[f"{col.key} n"]
         flag = contradicted > 0 and col.metric in (CLAIM, AUDIT) and not pd.isna(mean)
+        best = row["config_id"] in section.best.get(col.key, set())
+        tie = row["config_id"] in section.ties.get(col.key, set())
         cells.append({"kind": "metric", "text": fmt(mean), "value": exact(mean),
                       "ci": fmt_ci(half),
                       "n": int(n) if not pd.isna(n) else 0,
-                      "best": row["config_id"] in section.best.get(col.key, set()), "metric": col.key,
-                      "contradicted": flag})
+                      "best": best, "tie": tie, "mark_note": section.mark_notes.get(col.key, "") if best or tie else "",
+                      "metric": col.key, "contradicted": flag})
     problems = int(row["failed"]) + int(row["killed"])
     return {"config_id": row["config_id"], "cells": cells, "label": row_label(row, section.settings),
             "problems": problems, "contradicted": contradicted, "audit_note": audit_note(contradicted, row["seeds"])}

@@ -114,7 +114,8 @@ class Claim:
 
     @classmethod
     def from_json(cls, payload: Mapping[str, Any]) -> Claim:
-        return cls(id=payload["id"], paper=payload["paper"], statement=payload["statement"],
+        """Read :meth:`to_json`'s form, or :func:`declared`'s (whose id is qualified: ``task.id``)."""
+        return cls(id=payload["id"].rsplit(".", 1)[-1], paper=payload["paper"], statement=payload["statement"],
                    quote=bool(payload["quote"]), a=dict(payload["a"]), b=dict(payload["b"]),
                    metric=payload["metric"], effect=payload.get("effect", "difference"),
                    direction=payload.get("direction", "higher"), margin=payload.get("margin"),

@@ -150,10 +150,12 @@ def bootstrap_pairs_examples(a_values: np.ndarray, b_values: np.ndarray, *, kind
 
 def clears(interval: Interval | None, *, direction: Literal["higher", "lower"], margin: float) -> str:
     """``holds`` when the whole interval lies beyond ``margin`` on the claimed side, ``contradicted``
-    when it lies wholly on the other side, else ``inconclusive`` (also without an interval)."""
+    when it lies wholly on the other side, else ``inconclusive`` (also without an interval).
+    Beyond means by more than rounding: an interval of exactly the margin clears neither way."""
     if interval is None:
         return "inconclusive"
-    above, below = interval.low > margin, interval.high < margin
+    slack = 1e-9 * max(1.0, abs(margin))  # a ratio of exactly the margin, computed as exp(log a - log b), is no gain
+    above, below = interval.low > margin + slack, interval.high < margin - slack
     if direction == "higher":
         return "holds" if above else "contradicted" if below else "inconclusive"
     if direction == "lower":
