@@ -21,7 +21,7 @@ from leaderboard.aggregate import Section, build_sections
 from leaderboard.claims import evaluate_claims, store_tiers
 from leaderboard.collect import artifact_reader, collect
 from leaderboard.paired import example_loader
-from leaderboard.ties import mark_best
+from leaderboard.ties import mark_best, mark_headlines
 from leaderboard.site import write_site
 from suite.tracking import Tracker
 
@@ -52,6 +52,7 @@ def judge(tracker: Tracker, runs: Any, schemas: Any, claims: Sequence[Mapping[st
         load = example_loader(read)
         for section in sections:
             mark_best(section, load)
+            mark_headlines(section, load)
         rows = evaluate_claims(claims, sections, store_tiers(sections) if tiers is None else tiers, load)
     return sections, rows
 

@@ -87,8 +87,9 @@ def _pairing(pairing: Pairing, section: Section, runs: Mapping[str, pd.Series]) 
     return {"unpaired_a": len(pairing.unpaired_a), "unpaired_b": len(pairing.unpaired_b),
             "ambiguous": len(pairing.ambiguous), "paired_on": pairing.paired_on,
             "not_paired_on": pairing.one_sided,
-            "configs_a": configs([a for a, _ in pairing.pairs] + pairing.unpaired_a),
-            "configs_b": configs([b for _, b in pairing.pairs] + pairing.unpaired_b)}
+            # the configurations compared: those of the pairs (or, with no pair, what each side has)
+            "configs_a": configs([a for a, _ in pairing.pairs] or pairing.unpaired_a),
+            "configs_b": configs([b for _, b in pairing.pairs] or pairing.unpaired_b)}
 
 
 def _details(pairing: Pairing, runs: Mapping[str, pd.Series], result: Comparison, kind: str) -> list[dict[str, Any]]:
@@ -108,8 +109,8 @@ def _missing(pairing: Pairing, result: Comparison) -> str:
     if pairing.ambiguous:
         parts.append(f"{len(pairing.ambiguous)} runs left out: the claim does not pin down one configuration "
                      "per pair (two runs of one side would share a partner)")
-    if not result.pairs:
-        parts.append("no pairs: nothing to compare")
+    if not result.pairs and not parts:
+        parts.append("no runs of either side")
     return "; ".join(parts)
 
 

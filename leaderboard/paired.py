@@ -49,7 +49,7 @@ class Comparison:
             return self.interval.describe()
         if self.pairs == 1:
             return "one pair and no per-example scores: no interval"
-        return "no pairs" if not self.pairs else "no interval"
+        return "" if not self.pairs else "no interval"
 
 
 def example_loader(read: Callable[[str, str, str], dict | None]) -> ExampleLoader:

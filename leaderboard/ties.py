@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from leaderboard.aggregate import Column, Section, row_label
 from leaderboard.paired import ExampleLoader, compare, fmt_effect
+from leaderboard.summary import headlines
 
 
 def mark_best(section: Section, load: ExampleLoader | None) -> None:
@@ -38,6 +39,13 @@ def mark_best(section: Section, load: ExampleLoader | None) -> None:
         if not significant:
             section.best.pop(col.key)
             section.ties[col.key] = {first, runner}
+
+
+def mark_headlines(section: Section, load: ExampleLoader | None) -> None:
+    """The same test for each headline ("best at each level") against the level's runner-up."""
+    for h in headlines(section):
+        if h.runner_up is not None:
+            section.headline_marks[h.level] = _compare(section, h.metric, h.config_id, h.runner_up, load)
 
 
 def _compare(section: Section, col: Column, best: str, runner: str, load: ExampleLoader | None) -> tuple[bool, str]:

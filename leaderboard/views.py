@@ -123,12 +123,16 @@ def audit_note(contradicted: int, seeds: Any) -> str:
 
 
 def headline_view(section: Section, root: str = "") -> list[dict[str, str]]:
+    labels = {r["config_id"]: row_label(r, section.settings) for _, r in section.configs.iterrows()}
     out = []
     for h in headlines(section):
         ci = f" ± {fmt_ci(h.ci95)}" if fmt_ci(h.ci95) else ""
+        significant, note = section.headline_marks.get(h.level, (True, ""))
+        tie = "" if significant or h.runner_up is None else labels.get(h.runner_up, h.runner_up)
         out.append({"level": h.level, "label": h.label, "href": f"{root}config/{h.config_id}.html",
                     "value": f"{fmt(h.mean)}{ci}", "metric": f"{h.metric.label} {_ARROWS.get(h.metric.direction, '')}"
-                    .rstrip() + (f" [{h.metric.unit}]" if h.metric.unit else "")})
+                    .rstrip() + (f" [{h.metric.unit}]" if h.metric.unit else ""),
+                    "tie": tie, "tie_href": f"{root}config/{h.runner_up}.html" if tie else "", "note": note})
     return out
 
 

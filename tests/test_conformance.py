@@ -58,6 +58,16 @@ def test_smallest_config_of_every_method_runs_and_logs_the_contract(name: str, s
         result = json.loads(Path(store.client.download_artifacts(outcome.run_id, "result.json")).read_text())
         assert set(result["metrics"]) == set(metrics)
         assert result["config"] == config.model_dump(mode="json")
+        _check_examples(store, outcome.run_id, metrics)
+
+
+def _check_examples(store, run_id: str, metrics: dict) -> None:  # noqa: ANN001
+    """Per-example scores, where a task records them, reproduce the run's metric."""
+    from suite.examples import ExampleScores
+
+    for item in store.client.list_artifacts(run_id, "examples"):
+        scores = ExampleScores.from_json(json.loads(Path(store.client.download_artifacts(run_id, item.path)).read_text()))
+        assert scores.artifact == item.path and scores.agrees_with(metrics[scores.metric]), item.path
 
 
 def _phases(metrics: dict) -> list[str]:

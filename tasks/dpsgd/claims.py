@@ -14,7 +14,7 @@ CLAIMS = (
         statement="DP-SGD trades accuracy for privacy: a model trained with a larger privacy budget epsilon "
                   "is more accurate (here epsilon 8 against epsilon 1, everything else equal).",
         a={"method": "dpsgd", "epsilon": 8.0}, b={"method": "dpsgd", "epsilon": 1.0}, metric="utility/accuracy",
-        source="the privacy-utility trade-off of DP-SGD that Opacus benchmarks (paraphrase)",
+        source="the privacy-utility trade-off of DP-SGD that Opacus benchmarks",
         note="No margin: any gain counts. The two ends of the quick grid's budgets are compared."),
     Claim(
         "hooks_faster_than_functorch", paper=OPACUS, quote=False,
@@ -22,7 +22,7 @@ CLAIMS = (
         a={"grad_sample_mode": "hooks"}, b={"grad_sample_mode": "functorch"}, metric="compute/train_s",
         effect="ratio", direction="lower",
         source="Opacus grad_sample README benchmarks (2022): on CPU an epoch of the CIFAR-10 example takes "
-               "1.5x the hooks' time with functorch (paraphrase)",
+               "1.5x the hooks' time with functorch",
         note="Ratio of training wall times, same seed and config; wall time on a shared machine is noisy."),
     Claim(
         "ghost_faster_than_functorch", paper=OPACUS, quote=False,
