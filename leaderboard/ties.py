@@ -53,7 +53,9 @@ def _compare(section: Section, col: Column, best: str, runner: str, load: Exampl
     mine, theirs = used[used["config_id"] == best], used[used["config_id"] == runner]
     by_seed = {int(r["seed"]): r for _, r in theirs.iterrows()}
     pairs = [(r, by_seed[int(r["seed"])]) for _, r in mine.iterrows() if int(r["seed"]) in by_seed]
-    result = compare(pairs, metric=col.key, load=load, seed_text=f"{section.slug}|{section.task}|{col.key}")
+    # Per-example scores are test utility (predictions, token losses): other columns compare run values.
+    result = compare(pairs, metric=col.key, load=load if col.axis == "utility" else None,
+                     seed_text=f"{section.slug}|{section.task}|{col.key}")
     ahead = result.interval is not None and (result.low > 0 if col.direction == "higher" else result.high < 0)
     labels = {r["config_id"]: row_label(r, section.settings) for _, r in section.configs.iterrows()}
     if result.interval is None:

@@ -39,6 +39,7 @@ Kind = Literal["difference", "ratio"]
 Transform = Literal["identity", "exp"]
 REPLICATES = 2000
 LEVEL = 0.95
+_CHUNK = 250  # replicates drawn at once over the test examples
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,14 @@ def bootstrap_pairs_examples(a_values: np.ndarray, b_values: np.ndarray, *, kind
     s, n = a_values.shape
     point = per_pair_effects(_metric(a_values.sum(1), a_w.sum(1), transform),
                              _metric(b_values.sum(1), b_w.sum(1), transform), kind=kind)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=replicates)  # one draw of examples per replicate
     pair_draws = rng.multinomial(s, np.full(s, 1.0 / s), size=replicates)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per_pair = per_pair_effects(_metric(counts @ a_values.T, counts @ a_w.T, transform),
-                                    _metric(counts @ b_values.T, counts @ b_w.T, transform), kind=kind)
+    per_pair = np.empty((replicates, s))
+    for start in range(0, replicates, _CHUNK):  # bounded memory for large test sets
+        size = min(_CHUNK, replicates - start)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size)  # one draw of examples per replicate
+        per_pair[start:start + size] = per_pair_effects(_metric(counts @ a_values.T, counts @ a_w.T, transform),
+                                                        _metric(counts @ b_values.T, counts @ b_w.T, transform),
+                                                        kind=kind)
     replicate = (pair_draws * per_pair).sum(1) / s
     low, high = _percentiles(replicate, level)
     return Interval(_report(float(point.mean()), kind), _report(low, kind), _report(high, kind), s, n, replicates)
