@@ -64,8 +64,9 @@ def _row(payload: Mapping[str, Any], claim: Claim, tier: str, section: Section |
     pairing = pair_runs(claim, [_record(r) for r in runs.values()])
     result = compare([(runs[a.run_id], runs[b.run_id]) for a, b in pairing.pairs], metric=claim.metric,
                      kind=claim.effect, load=load, seed_text=f"{payload['id']}|{tier}")
-    row.update(_numbers(claim, result), **_pairing(pairing, section, runs))
-    row["pair_details"] = _details(pairing, runs, result, claim.effect)
+    labels = {r["config_id"]: row_label(r, section.settings) for _, r in section.configs.iterrows()}
+    row.update(_numbers(claim, result), **_pairing(pairing, labels, runs))
+    row["pair_details"] = _details(pairing, runs, result, claim.effect, labels)
     row["remarks"] += [r for r in (result.note, _missing(pairing, result)) if r]
     return row
 
@@ -77,9 +78,7 @@ def _numbers(claim: Claim, result: Comparison) -> dict[str, Any]:
             "mcnemar_p": result.mcnemar[0] if len(result.mcnemar) == 1 else None}
 
 
-def _pairing(pairing: Pairing, section: Section, runs: Mapping[str, pd.Series]) -> dict[str, Any]:
-    labels = {r["config_id"]: row_label(r, section.settings) for _, r in section.configs.iterrows()}
-
+def _pairing(pairing: Pairing, labels: Mapping[str, str], runs: Mapping[str, pd.Series]) -> dict[str, Any]:
     def configs(records: Iterable[RunRecord]) -> list[dict[str, str]]:
         ids = sorted({runs[r.run_id]["config_id"] for r in records})
         return [{"config_id": i, "label": labels.get(i, i)} for i in ids]
@@ -92,11 +91,14 @@ def _pairing(pairing: Pairing, section: Section, runs: Mapping[str, pd.Series]) 
             "configs_b": configs([b for _, b in pairing.pairs] or pairing.unpaired_b)}
 
 
-def _details(pairing: Pairing, runs: Mapping[str, pd.Series], result: Comparison, kind: str) -> list[dict[str, Any]]:
+def _details(pairing: Pairing, runs: Mapping[str, pd.Series], result: Comparison, kind: str,
+             labels: Mapping[str, str]) -> list[dict[str, Any]]:
     out = []
     for i, ((a, b), (va, vb)) in enumerate(zip(pairing.pairs, result.values)):
-        out.append({"seed": a.seed, "a_run": a.run_id, "b_run": b.run_id, "a_config": runs[a.run_id]["config_id"],
-                    "b_config": runs[b.run_id]["config_id"], "a_value": va, "b_value": vb,
+        a_config, b_config = runs[a.run_id]["config_id"], runs[b.run_id]["config_id"]
+        out.append({"seed": a.seed, "a_run": a.run_id, "b_run": b.run_id, "a_config": a_config, "b_config": b_config,
+                    "a_label": labels.get(a_config, a_config), "b_label": labels.get(b_config, b_config),
+                    "a_value": va, "b_value": vb,
                     "effect": va - vb if kind == "difference" else va / vb,
                     "mcnemar_p": result.mcnemar[i] if i < len(result.mcnemar) else None})
     return out
