@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -126,10 +126,11 @@ def _examples(valued: list, metric: str, load: ExampleLoader | None) -> list[tup
 
 def _with_examples(scores: list[tuple[ExampleScores, ExampleScores]], kind: str, rng: np.random.Generator) -> Interval:
     blocks = [(sa.blocks(), sb.blocks()) for sa, sb in scores]
-    return bootstrap_pairs_examples(
+    interval = bootstrap_pairs_examples(
         np.array([a[0] for a, _ in blocks]), np.array([b[0] for _, b in blocks]), kind=kind,  # type: ignore[arg-type]
         rng=rng, a_weights=np.array([a[1] for a, _ in blocks]), b_weights=np.array([b[1] for _, b in blocks]),
         transform=scores[0][0].transform)
+    return replace(interval, block=scores[0][0].block)
 
 
 def _mcnemar(a: ExampleScores, b: ExampleScores) -> float | None:

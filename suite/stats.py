@@ -52,12 +52,15 @@ class Interval:
     pairs: int
     examples: int = 0  # test examples (or blocks of them) resampled; 0: pairs only
     replicates: int = REPLICATES
+    block: int = 1  # test examples per resampled unit
 
     def describe(self) -> str:
         """How the interval was made, in words."""
         how = f"bootstrap over {self.pairs} pair{'s' if self.pairs != 1 else ''}"
         if self.examples:
-            how += f" and {self.examples} test examples (resampled jointly for both sides)"
+            units = f"{self.examples} test examples" if self.block == 1 else \
+                f"{self.examples} blocks of {self.block} test examples"
+            how += f" and {units} (resampled jointly for both sides)"
         return f"{how}, {self.replicates} replicates, 95% percentile interval"
 
 
