@@ -49,7 +49,8 @@ def _row(r: dict[str, Any], root: str) -> dict[str, Any]:
 
     details = [{"seed": d["seed"], "a": fmt(d["a_value"]), "b": fmt(d["b_value"]), "a_label": d["a_label"],
                 "b_label": d["b_label"],
-                "effect": fmt_effect(d["effect"], kind), "mcnemar": "" if d["mcnemar_p"] is None else f"{d['mcnemar_p']:.3g}",
+                "effect": fmt_effect(d["effect"], kind),
+                "mcnemar": "" if d["mcnemar_p"] is None else f"{d['mcnemar_p']:.3g}",
                 "a_href": f"{root}config/{d['a_config']}.html", "b_href": f"{root}config/{d['b_config']}.html"}
                for d in r["pair_details"]]
     return {**r, "anchor": anchor, "effect_text": fmt_effect(r["effect"], kind), "interval_text": interval,

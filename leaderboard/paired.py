@@ -104,11 +104,17 @@ def compare(pairs: Sequence[tuple[Any, Any]], *, metric: str, kind: str = "diffe
         out.mcnemar = [_mcnemar(sa, sb) for sa, sb in scores]
     else:
         out.interval = bootstrap_pairs(a_values, b_values, kind=kind, rng=rng)  # type: ignore[arg-type]
-    out.effect = out.interval.effect if out.interval else paired_effect(a_values, b_values, kind=kind)  # type: ignore[arg-type]
+    if out.interval is not None:
+        out.effect = out.interval.effect
+    else:  # one pair: its effect, without an interval
+        out.effect = paired_effect(a_values, b_values, kind=kind)  # type: ignore[arg-type]
     return out
 
 
-def _examples(valued: list, metric: str, load: ExampleLoader | None) -> list[tuple[ExampleScores, ExampleScores]] | None:
+Scored = list[tuple[ExampleScores, ExampleScores]]
+
+
+def _examples(valued: list, metric: str, load: ExampleLoader | None) -> Scored | None:
     """Both runs' scores for every pair, on one set of examples; None if any is missing or differs."""
     if load is None:
         return None
@@ -124,7 +130,7 @@ def _examples(valued: list, metric: str, load: ExampleLoader | None) -> list[tup
     return out
 
 
-def _with_examples(scores: list[tuple[ExampleScores, ExampleScores]], kind: str, rng: np.random.Generator) -> Interval:
+def _with_examples(scores: Scored, kind: str, rng: np.random.Generator) -> Interval:
     blocks = [(sa.blocks(), sb.blocks()) for sa, sb in scores]
     interval = bootstrap_pairs_examples(
         np.array([a[0] for a, _ in blocks]), np.array([b[0] for _, b in blocks]), kind=kind,  # type: ignore[arg-type]

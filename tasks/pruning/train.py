@@ -109,7 +109,8 @@ def recalibrate_batchnorm(model: nn.Module, images: Images, config: PruningConfi
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: Images, config: PruningConfig, *, ctx: RunContext | None = None) -> dict[str, float]:
+def evaluate(model: nn.Module, images: Images, config: PruningConfig, *,
+             ctx: RunContext | None = None) -> dict[str, float]:
     """Test accuracy and loss; with ``ctx``, each test example's prediction is recorded (public test data)."""
     device = device_of(config)
     model.to(device).eval()
