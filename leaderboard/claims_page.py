@@ -13,8 +13,9 @@ from leaderboard.views import fmt
 
 ABOUT = ("Each paper's claim as a paired comparison of the suite's runs: runs of the two sides are paired by "
          "seed and by every config key but the compared ones (and keys only one side sets). The effect is the "
-         "mean paired difference (or the geometric-mean ratio) with a 95% bootstrap interval over pairs and, "
-         "where runs logged per-example test scores, over test examples resampled jointly for both sides. "
+         "mean paired difference (or the geometric-mean ratio) with a 95% interval: Student t over the pairs, "
+         "widened, where runs logged per-example test scores, to cover a bootstrap over the pairs and the test "
+         "examples resampled jointly for both sides (with one pair, that bootstrap alone). "
          "holds: the interval clears the claim's margin; contradicted: it lies wholly on the other side; "
          "inconclusive: neither, or no interval.")
 

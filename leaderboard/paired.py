@@ -3,8 +3,8 @@
 Given pairs of runs (a run of one side, its partner on the other), :func:`compare` takes each
 run's metric value and, where every run of every pair logged per-example scores of the metric
 on the same test examples in the same order, those scores too; then it computes the paired
-effect and its bootstrap interval (:mod:`suite.stats`): over pairs and test examples when the
-examples are there, over pairs alone otherwise.
+effect and its 95% interval (:mod:`suite.stats`): Student t over the pairs, widened to cover a
+bootstrap over pairs and test examples when the examples are there.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from suite.examples import ExampleScores
-from suite.stats import Interval, bootstrap_pairs, bootstrap_pairs_examples, mcnemar_exact, paired_effect
+from suite.stats import Interval, bootstrap_pairs_examples, mcnemar_exact, paired_effect, t_interval, widest
 
 # (run row, metric) -> that run's per-example scores of the metric, or None
 ExampleLoader = Callable[[Any, str], "ExampleScores | None"]
@@ -98,12 +98,13 @@ def compare(pairs: Sequence[tuple[Any, Any]], *, metric: str, kind: str = "diffe
         out.note = f"a ratio needs positive values of {metric}"
         return out
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "little"))
+    seeds = t_interval(a_values, b_values, kind=kind)  # type: ignore[arg-type]
     scores = _examples(valued, metric, load)
     if scores is not None:
-        out.interval = _with_examples(scores, kind, rng)
+        out.interval = widest(seeds, _with_examples(scores, kind, rng))
         out.mcnemar = [_mcnemar(sa, sb) for sa, sb in scores]
     else:
-        out.interval = bootstrap_pairs(a_values, b_values, kind=kind, rng=rng)  # type: ignore[arg-type]
+        out.interval = seeds
     if out.interval is not None:
         out.effect = out.interval.effect
     else:  # one pair: its effect, without an interval

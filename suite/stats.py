@@ -1,35 +1,39 @@
-"""Paired statistics for claims and ties: bootstrap intervals and McNemar's exact test. Pure functions.
+"""Paired statistics for claims and ties: intervals of paired effects, McNemar's exact test. Pure functions.
 
 Two configurations are compared on *pairs* of runs (same seed, same other config keys). The
 effect is the mean over pairs of a per-pair effect: the difference of a metric (``a - b``) or
 the log of its ratio (``log a/b``, reported back as a ratio: the geometric mean of the pairs'
-ratios). Its 95% interval comes from one of two percentile bootstraps:
+ratios). Its 95% interval covers two sources of doubt:
 
-* **over pairs** (:func:`bootstrap_pairs`): each replicate draws the pairs with replacement.
-  It needs two pairs at least; with two or three pairs the interval is about the range of the
-  pairs' effects, so only agreeing seeds clear a margin.
-* **over pairs and test examples** (:func:`bootstrap_pairs_examples`), when every run of every
-  pair logged its per-example scores on the same test examples in the same order. Each
-  replicate draws the pairs with replacement *and* the test examples with replacement, one
-  draw of examples shared by every pair and both sides (the two sides of a pair are always
-  scored on identical examples, and the common test set is resampled once, not per run).
-  The replicate's effect is the mean over the drawn pairs of the effect computed on the drawn
-  examples. This is the paired "multi-bootstrap" of Sellam et al. (2022, The MultiBERTs): it
-  keeps the seed-to-seed variance and adds the test set's sampling variance, which a
-  bootstrap over a handful of seeds cannot see. With one pair it is the paired bootstrap
-  over test examples.
+* **seeds** (:func:`t_interval`): the Student t interval of the mean of the pairs' effects, with
+  ``pairs - 1`` degrees of freedom. With the two or three seeds of a quick tier a percentile
+  bootstrap over pairs would be far too narrow: its interval is the range of the pairs' effects,
+  which excludes zero by chance in one case out of four (two pairs) or eight (three pairs) even
+  when there is no effect. The t interval is exact for normal effects and wide when few pairs
+  disagree; identical pairs (a deterministic metric) give a point.
+* **the test set** (:func:`bootstrap_pairs_examples`), when every run of every pair logged its
+  per-example scores on the same test examples in the same order. Each replicate draws the pairs
+  with replacement *and* the test examples with replacement, one draw of examples shared by
+  every pair and both sides (a pair's two sides are always scored on identical examples, and
+  the common test set is resampled once, not per run); its effect is the mean over the drawn
+  pairs of the effect on the drawn examples: the paired "multi-bootstrap" of Sellam et al.
+  (2022, The MultiBERTs).
+
+With per-example scores and two pairs or more, the interval is the wider of the two (their
+union: :func:`widest`), so neither the seeds' spread nor the test set's noise is left out.
+With one pair only the bootstrap over test examples is possible: it measures the test set's
+noise and says nothing of seed-to-seed variation, which the interval's description states.
 
 >>> import numpy as np
->>> i = bootstrap_pairs(np.array([0.5, 0.75, 1.0]), np.array([0.25, 0.25, 0.25]), kind="difference",
-...                     rng=np.random.default_rng(0))
->>> i.effect, i.low, i.high  # three pairs: the interval is the range of the pairs' differences
-(0.5, 0.25, 0.75)
+>>> i = t_interval(np.array([1.0, 2.0, 3.0]), np.array([0.0, 0.0, 0.0]), kind="difference")
+>>> round(i.effect, 6), round(i.low, 3), round(i.high, 3)  # 2 -/+ t(0.975, 2) * 1 / sqrt(3)
+(2.0, -0.484, 4.484)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -44,24 +48,28 @@ _CHUNK = 250  # replicates drawn at once over the test examples
 
 @dataclass(frozen=True)
 class Interval:
-    """A paired effect and its bootstrap percentile interval."""
+    """A paired effect and its 95% interval, and how the interval was made."""
 
     effect: float
     low: float
     high: float
     pairs: int
     examples: int = 0  # test examples (or blocks of them) resampled; 0: pairs only
-    replicates: int = REPLICATES
+    replicates: int = 0  # bootstrap replicates; 0: no bootstrap
     block: int = 1  # test examples per resampled unit
+    method: Literal["t", "bootstrap", "t+bootstrap"] = "t"
 
     def describe(self) -> str:
         """How the interval was made, in words."""
-        how = f"bootstrap over {self.pairs} pair{'s' if self.pairs != 1 else ''}"
-        if self.examples:
-            units = f"{self.examples} test examples" if self.block == 1 else \
-                f"{self.examples} blocks of {self.block} test examples"
-            how += f" and {units} (resampled jointly for both sides)"
-        return f"{how}, {self.replicates} replicates, 95% percentile interval"
+        t = f"Student t over {self.pairs} pairs"
+        units = f"{self.examples} test examples" if self.block == 1 else \
+            f"{self.examples} blocks of {self.block} test examples"
+        boot = f"{units} (resampled jointly for both sides), {self.replicates} replicates"
+        if self.method == "t":
+            return f"{t} (the spread of the pairs' effects), 95%"
+        if self.method == "t+bootstrap":
+            return f"the wider of {t} and a bootstrap over the pairs and {boot}, 95%"
+        return f"bootstrap over {boot} of one pair, 95%: test-set noise only, seed-to-seed variation not measured"
 
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:
@@ -102,23 +110,28 @@ def paired_effect(a: np.ndarray, b: np.ndarray, *, kind: Kind) -> float:
     return _report(float(per_pair_effects(a, b, kind=kind).mean()), kind)
 
 
-def bootstrap_pairs(a: np.ndarray, b: np.ndarray, *, kind: Kind, rng: np.random.Generator,
-                    replicates: int = REPLICATES, level: float = LEVEL) -> Interval | None:
-    """The paired effect of run values ``a[i]`` vs ``b[i]`` with a bootstrap interval over pairs.
+def t_interval(a: np.ndarray, b: np.ndarray, *, kind: Kind, level: float = LEVEL) -> Interval | None:
+    """The paired effect of run values ``a[i]`` vs ``b[i]`` with its Student t interval over the pairs.
 
-    None when there are fewer than two pairs (one pair has no spread to resample).
+    None with fewer than two pairs (one pair has no spread).
     """
-    import numpy as np
+    from scipy.special import stdtrit  # Student t quantile: stdtrit(df, p) == scipy.stats.t.ppf(p, df)
 
     effects = per_pair_effects(a, b, kind=kind)
     s = len(effects)
     if s < 2:
         return None
-    draws = rng.multinomial(s, np.full(s, 1.0 / s), size=replicates)  # how often each pair is drawn
-    replicate = draws @ effects / s
-    low, high = _percentiles(replicate, level)
-    return Interval(_report(float(effects.mean()), kind), _report(low, kind), _report(high, kind), s,
-                    replicates=replicates)
+    mean = float(effects.mean())
+    half = float(stdtrit(s - 1, 0.5 + level / 2)) * float(effects.std(ddof=1)) / math.sqrt(s)
+    return Interval(_report(mean, kind), _report(mean - half, kind), _report(mean + half, kind), s)
+
+
+def widest(seeds: Interval | None, examples: Interval) -> Interval:
+    """The union of the seeds' t interval and the bootstrap over pairs and examples (see above)."""
+    if seeds is None:
+        return examples
+    return replace(examples, low=min(seeds.low, examples.low), high=max(seeds.high, examples.high),
+                   method="t+bootstrap")
 
 
 def bootstrap_pairs_examples(a_values: np.ndarray, b_values: np.ndarray, *, kind: Kind,
@@ -152,7 +165,8 @@ def bootstrap_pairs_examples(a_values: np.ndarray, b_values: np.ndarray, *, kind
                                                         kind=kind)
     replicate = (pair_draws * per_pair).sum(1) / s
     low, high = _percentiles(replicate, level)
-    return Interval(_report(float(point.mean()), kind), _report(low, kind), _report(high, kind), s, n, replicates)
+    return Interval(_report(float(point.mean()), kind), _report(low, kind), _report(high, kind), s, n, replicates,
+                    method="bootstrap")
 
 
 def clears(interval: Interval | None, *, direction: Literal["higher", "lower"], margin: float) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from suite.stats import bootstrap_pairs, bootstrap_pairs_examples, clears, mcnemar_exact, paired_effect
+from suite.stats import bootstrap_pairs_examples, clears, mcnemar_exact, paired_effect, t_interval, widest
 
 
 @pytest.mark.parametrize("a_only,b_only", [(1, 9), (9, 1), (0, 0), (5, 5), (0, 7), (12, 30), (150, 171)])
@@ -33,32 +33,56 @@ def test_effects_are_mean_differences_and_geometric_mean_ratios() -> None:
     assert paired_effect(np.array([2.0, 8.0]), np.array([1.0, 1.0]), kind="ratio") == pytest.approx(4.0)
 
 
-def test_bootstrap_over_two_pairs_spans_their_range() -> None:
-    # Two pairs with differences -1 and +1: a replicate's mean is -1 (prob 1/4), 0 (1/2) or +1 (1/4),
-    # so the 2.5% and 97.5% quantiles are -1 and +1.
-    interval = bootstrap_pairs(np.array([0.0, 2.0]), np.array([1.0, 1.0]), kind="difference",
-                               rng=np.random.default_rng(7), replicates=4000)
-    assert (interval.effect, interval.low, interval.high, interval.pairs) == (0.0, -1.0, 1.0, 2)
+def test_t_interval_by_hand() -> None:
+    # differences 1, 2, 3: mean 2, sd 1, t(0.975, df=2) = 4.302652729911275
+    interval = t_interval(np.array([1.0, 2.0, 3.0]), np.zeros(3), kind="difference")
+    half = 4.302652729911275 / math.sqrt(3)
+    assert (interval.effect, interval.low, interval.high, interval.pairs) == pytest.approx((2.0, 2 - half, 2 + half, 3))
+    assert interval.method == "t" and "Student t over 3 pairs" in interval.describe()
 
 
-def test_bootstrap_of_constant_differences_is_a_point() -> None:
-    interval = bootstrap_pairs(np.array([0.9, 0.8, 0.7]), np.array([0.6, 0.5, 0.4]), kind="difference",
-                               rng=np.random.default_rng(0))
+def test_t_interval_matches_scipy() -> None:
+    from scipy import stats
+
+    a, b = np.array([0.91, 0.88, 0.93, 0.90]), np.array([0.85, 0.86, 0.89, 0.84])
+    d = a - b
+    low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    interval = t_interval(a, b, kind="difference")
+    assert (interval.low, interval.high) == pytest.approx((low, high), rel=1e-12)
+
+
+def test_three_agreeing_seeds_are_not_enough_when_they_spread() -> None:
+    # All three pairs favour A, but their spread is large against the mean: a bootstrap over pairs would
+    # give their range [0.01, 0.2] (and a verdict); Student t with 2 degrees of freedom does not.
+    interval = t_interval(np.array([0.01, 0.05, 0.2]), np.zeros(3), kind="difference")
+    assert interval.low < 0 < interval.high
+
+
+def test_identical_pairs_give_a_point_and_one_pair_no_interval() -> None:
+    interval = t_interval(np.array([0.9, 0.8, 0.7]), np.array([0.6, 0.5, 0.4]), kind="difference")
     assert interval.low == pytest.approx(0.3) and interval.high == pytest.approx(0.3)
-    ratio = bootstrap_pairs(np.array([64.0, 64.0]), np.array([2.0, 2.0]), kind="ratio", rng=np.random.default_rng(0))
+    ratio = t_interval(np.array([64.0, 64.0]), np.array([2.0, 2.0]), kind="ratio")
     assert (ratio.effect, ratio.low, ratio.high) == pytest.approx((32.0, 32.0, 32.0))
+    assert t_interval(np.array([0.9]), np.array([0.5]), kind="difference") is None
 
 
-def test_one_pair_has_no_interval_over_pairs() -> None:
-    assert bootstrap_pairs(np.array([0.9]), np.array([0.5]), kind="difference", rng=np.random.default_rng(0)) is None
+def test_the_interval_is_the_union_of_seeds_and_examples() -> None:
+    seeds = t_interval(np.array([0.8, 0.9, 0.85]), np.array([0.7, 0.7, 0.7]), kind="difference")
+    a = np.array([[1.0] * 8 + [0.0] * 2, [1.0] * 9 + [0.0], [1.0] * 8 + [0.0] * 2])
+    b = np.array([[1.0] * 7 + [0.0] * 3] * 3)
+    examples = bootstrap_pairs_examples(a, b, kind="difference", rng=np.random.default_rng(0))
+    both = widest(seeds, examples)
+    assert both.low == min(seeds.low, examples.low) and both.high == max(seeds.high, examples.high)
+    assert both.method == "t+bootstrap" and "the wider of Student t over 3 pairs" in both.describe()
+    assert widest(None, examples) == examples
 
 
 def test_bootstrap_with_a_fixed_generator_is_repeatable() -> None:
-    a, b = np.array([0.91, 0.88, 0.93, 0.90]), np.array([0.85, 0.86, 0.89, 0.84])
-    first = bootstrap_pairs(a, b, kind="difference", rng=np.random.default_rng(42))
-    second = bootstrap_pairs(a, b, kind="difference", rng=np.random.default_rng(42))
-    assert first == second
-    assert first.low <= first.effect <= first.high
+    a = np.array([[1.0, 0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0, 0.0]])
+    b = np.array([[0.0, 0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0, 0.0]])
+    first = bootstrap_pairs_examples(a, b, kind="difference", rng=np.random.default_rng(42))
+    second = bootstrap_pairs_examples(a, b, kind="difference", rng=np.random.default_rng(42))
+    assert first == second and first.low <= first.effect <= first.high
 
 
 def test_examples_are_resampled_jointly_for_both_sides() -> None:
