@@ -18,7 +18,7 @@ from suite.examples import classification
 from suite.schema import Metric
 from suite.task import discover
 from suite.tracking import Tracker
-from tests.conftest import suite_cli
+from tests.conftest import ROOT, suite_cli
 from tests.leaderboard_store import Page
 
 FAMILY, VERSION = "claimtoy", "3"
@@ -260,3 +260,36 @@ def test_suite_claims_prints_the_table_and_rejects_bad_input(tmp_path: Path) -> 
     assert suite_cli("claims", "labeldpp", cwd=tmp_path).returncode == 2
     bad_tier = suite_cli("claims", "--tier", "medium", cwd=tmp_path)
     assert bad_tier.returncode == 2 and "unknown tier" in bad_tier.stdout + bad_tier.stderr
+
+
+def test_recorded_examples_must_reproduce_the_runs_metric(store) -> None:  # noqa: ANN001
+    """A run whose per-example predictions do not give its accuracy ends FAILED, with the reason;
+    one whose predictions agree logs them as examples/utility.accuracy.json."""
+    from runners.local import run_one
+    from suite.examples import digest
+    from suite.task import TASKS, RunContext, register_task
+    from tests.toy.task import ToyTask
+
+    @register_task("toyexamples")
+    class _ToyExamples(ToyTask):
+        @classmethod
+        def config_dir(cls) -> Path:
+            return ROOT / "tests" / "toy" / "configs"
+
+        def run(self, config, ctx: RunContext) -> dict[str, float]:  # noqa: ANN001
+            right = int(config.value * 4)  # of 4 test examples
+            ctx.record_predictions("utility/accuracy", predicted=[1] * right + [0] * (4 - right), target=[1] * 4,
+                                   examples=digest([0, 1, 2, 3]))
+            return {"utility/accuracy": 0.5, "compute/steps": 0.0}
+
+    try:
+        task = discover().get("toyexamples")
+        bad = run_one(task, "quick", task.resolve("quick", {"value": 0.75}), tracker=store)
+        assert bad.status == "FAILED" and "per-example scores recorded for utility/accuracy give 0.75" in bad.reason
+        good = run_one(task, "quick", task.resolve("quick", {"value": 0.5}), tracker=store)
+        assert good.status == "FINISHED"
+        payload = json.loads(Path(store.client.download_artifacts(good.run_id, "examples/utility.accuracy.json"))
+                             .read_text())
+        assert payload["predicted"] == [1, 1, 0, 0] and payload["value"] == 0.5
+    finally:
+        TASKS._items.pop("toyexamples", None)
