@@ -3,10 +3,12 @@ runner-up, paired.
 
 The configuration with the best mean and the one with the next best mean are compared on their
 runs of the same seed (Student t over the pairs, widened by a bootstrap over test examples where
-both logged per-example scores of the metric: :func:`leaderboard.paired.compare`). When the 95% interval of the paired difference
-excludes zero in the best one's favour, it is marked best; otherwise both are marked as a tie,
-with the interval in the cell's note. One shared seed without per-example scores gives no
-interval, so that is a tie too. Several configurations with exactly the best mean tie as well.
+both logged per-example scores of the metric: :func:`leaderboard.paired.compare`). When the 95%
+interval of the paired difference excludes zero in the best one's favour, it is marked best;
+otherwise both are marked as a tie, with the interval in the cell's note. One shared seed without
+per-example scores gives no interval, so that is a tie too. Several configurations with exactly
+the best mean tie as well. The headlines (best at each privacy or cost level) get the same test
+against their level's runner-up.
 """
 
 from __future__ import annotations

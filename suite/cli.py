@@ -214,7 +214,8 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     notes = []
     for r in rows:
         kind = r["effect_kind"]
-        interval = "—" if r["ci_low"] is None else f"[{fmt_effect(r['ci_low'], kind)}, {fmt_effect(r['ci_high'], kind)}]"
+        low, high = fmt_effect(r["ci_low"], kind), fmt_effect(r["ci_high"], kind)
+        interval = "—" if r["ci_low"] is None else f"[{low}, {high}]"
         table.add_row(r["id"], f"[{colors[r['verdict']]}]{r['verdict']}[/]", fmt_effect(r["effect"], kind), interval,
                       str(r["pairs"]))
         notes.append(f"{r['id']}: {r['comparison']}; {r['interval'] or 'no interval'}"

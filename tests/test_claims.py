@@ -22,6 +22,8 @@ from tests.conftest import ROOT, suite_cli
 from tests.leaderboard_store import Page
 
 FAMILY, VERSION = "claimtoy", "3"
+# the fields of site/data/claims.json the issue names
+REQUIRED = ("id", "paper", "statement", "tier", "metric", "effect", "ci_low", "ci_high", "pairs", "verdict")
 SCHEMA = {"utility/accuracy": Metric("higher", "fraction", "test accuracy"),
           "bandwidth/uplink_bytes": Metric("lower", "bytes", "bytes sent")}
 
@@ -178,9 +180,11 @@ def test_one_pair_with_predictions_gets_an_interval_over_test_examples(rows: dic
 
 
 def test_pairing_is_by_seed_and_every_other_key() -> None:
-    runs = [RunRecord("a0", 0, {"method": "x", "eps": 1.0, "k": 3}), RunRecord("a1", 1, {"method": "x", "eps": 1.0, "k": 3}),
-            RunRecord("b0", 0, {"method": "y", "eps": 1.0, "k": 3}), RunRecord("b1", 1, {"method": "y", "eps": 1.0, "k": 4}),
-            RunRecord("a2", 2, {"method": "x", "eps": 2.0, "k": 3}), RunRecord("a2b", 2, {"method": "x", "eps": 2.0, "k": 5})]
+    def run(run_id: str, seed: int, method: str, eps: float, k: int) -> RunRecord:
+        return RunRecord(run_id, seed, {"method": method, "eps": eps, "k": k})
+
+    runs = [run("a0", 0, "x", 1.0, 3), run("a1", 1, "x", 1.0, 3), run("b0", 0, "y", 1.0, 3), run("b1", 1, "y", 1.0, 4),
+            run("a2", 2, "x", 2.0, 3), run("a2b", 2, "x", 2.0, 5)]
     pairing = pair_runs(Claim("c", paper="p", statement="s", quote=False, a={"method": "x"}, b={"method": "y"},
                               metric="utility/accuracy"), runs)
     assert [(a.run_id, b.run_id) for a, b in pairing.pairs] == [("a0", "b0")]
@@ -195,7 +199,8 @@ def test_pairing_is_by_seed_and_every_other_key() -> None:
 
 def test_claims_are_checked_when_a_task_is_declared() -> None:
     with pytest.raises(ValueError, match="different values"):
-        Claim("c", paper="p", statement="s", quote=True, a={"method": "x"}, b={"method": "x"}, metric="utility/accuracy")
+        Claim("c", paper="p", statement="s", quote=True, a={"method": "x"}, b={"method": "x"},
+              metric="utility/accuracy")
     with pytest.raises(ValueError, match="paired by seed"):
         Claim("c", paper="p", statement="s", quote=True, a={"method": "x", "seed": 1}, b={"method": "y"},
               metric="utility/accuracy")
@@ -231,7 +236,7 @@ def test_the_site_has_claims_html_and_claims_json(toy_store: Tracker, tmp_path: 
     payload = json.loads((tmp_path / "site" / "data" / "claims.json").read_text())
     assert len(payload["claims"]) == len(CLAIMS)
     for row in payload["claims"]:
-        assert {"id", "paper", "statement", "tier", "metric", "effect", "ci_low", "ci_high", "pairs", "verdict"} <= set(row)
+        assert set(REQUIRED) <= set(row)
     page = Page((tmp_path / "site" / "claims.html").read_text())
     config_links = [link for link in page.links if link.startswith("config/")]
     assert config_links and all((tmp_path / "site" / link).is_file() for link in config_links)

@@ -66,7 +66,8 @@ def _check_examples(store, run_id: str, metrics: dict) -> None:  # noqa: ANN001
     from suite.examples import ExampleScores
 
     for item in store.client.list_artifacts(run_id, "examples"):
-        scores = ExampleScores.from_json(json.loads(Path(store.client.download_artifacts(run_id, item.path)).read_text()))
+        local = Path(store.client.download_artifacts(run_id, item.path))
+        scores = ExampleScores.from_json(json.loads(local.read_text()))
         assert scores.artifact == item.path and scores.agrees_with(metrics[scores.metric]), item.path
 
 
