@@ -64,12 +64,12 @@ class Interval:
         t = f"Student t over {self.pairs} pairs"
         units = f"{self.examples} test examples" if self.block == 1 else \
             f"{self.examples} blocks of {self.block} test examples"
-        boot = f"{units} (resampled jointly for both sides), {self.replicates} replicates"
+        boot = f"{units} (resampled jointly for both sides; {self.replicates} replicates)"
         if self.method == "t":
-            return f"{t} (the spread of the pairs' effects), 95%"
+            return f"{t}, 95%"
         if self.method == "t+bootstrap":
             return f"the wider of {t} and a bootstrap over the pairs and {boot}, 95%"
-        return f"bootstrap over {boot} of one pair, 95%: test-set noise only, seed-to-seed variation not measured"
+        return f"bootstrap of the one pair over {boot}, 95%: test-set noise only, seed-to-seed variation not measured"
 
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:
