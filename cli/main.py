@@ -5,6 +5,7 @@
     suite run dpsgd --set method=dpsgd --set epsilon=3 [--force]
     suite sweep [dpsgd ...] [--tier quick] [--jobs 2] [--ray-address 127.0.0.1:6379]
     suite leaderboard [--out site]
+    suite claims [dpsgd ...] [--tier quick]
 
 Exit status: 0 when all went well, 1 when a run failed, 2 for bad input (nothing is run
 or written), 130 when interrupted. ``python -m cli ...`` is the same command without the
@@ -78,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="render finished runs into a static site")
     p.add_argument("--out", default="site")
     p.set_defaults(handler=_cmd_leaderboard)
+
+    p = sub.add_parser("claims", help="each paper's claims judged on the store's runs (paired statistics)")
+    p.add_argument("tasks", nargs="*", help="task names (default: all)")
+    p.add_argument("--tier", default="quick")
+    p.set_defaults(handler=_cmd_claims)
     return parser
 
 
@@ -173,10 +179,50 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.build import build_site
     from suite.tracking import Tracker
 
+    from suite.task import declared_claims
+
     tracker = Tracker(write=False)
-    index = build_site(tracker, args.out)
+    index = build_site(tracker, args.out, claims=declared_claims())
     _stdout().print(f"leaderboard written to {index} from {tracker.uri}; open {index.resolve().as_uri()}",
                     soft_wrap=True)
+    return EXIT_OK
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    """The claims table; exit 0 whatever the verdicts (a verdict is a finding, not a failure)."""
+    from rich.table import Table
+
+    from leaderboard.build import judge
+    from leaderboard.collect import collect
+    from leaderboard.paired import fmt_effect
+    from suite.task import declared_claims
+    from suite.task import discover
+    from suite.tracking import Tracker
+
+    registry = discover()
+    claims = declared_claims(args.tasks or None)  # an unknown task is a UsageError
+    tiers = sorted({t for name in (args.tasks or registry.names()) for t in registry.get(name).tiers()})
+    if args.tier not in tiers:
+        raise UsageError(f"unknown tier {args.tier!r} (tiers of these tasks: {', '.join(tiers)})")
+    tracker = Tracker(write=False)
+    runs, schemas = collect(tracker)
+    _, rows = judge(tracker, runs, schemas, claims, tiers=[args.tier])
+    table = Table("claim", "verdict", "effect", "95% interval", "pairs", title=f"claims, {args.tier} tier")
+    colors = {"holds": "green", "contradicted": "red", "inconclusive": "yellow"}
+    notes = []
+    for r in rows:
+        kind = r["effect_kind"]
+        low, high = fmt_effect(r["ci_low"], kind), fmt_effect(r["ci_high"], kind)
+        interval = "—" if r["ci_low"] is None else f"[{low}, {high}]"
+        table.add_row(r["id"], f"[{colors[r['verdict']]}]{r['verdict']}[/]", fmt_effect(r["effect"], kind), interval,
+                      str(r["pairs"]))
+        notes.append(f"{r['id']}: {r['comparison']}; {r['interval'] or 'no interval'}"
+                     + "".join(f"; {remark}" for remark in r["remarks"]))
+    out = _stdout()
+    out.print(table)
+    for line in notes:
+        out.print(line, markup=False, soft_wrap=True)
+    out.print(f"store: {tracker.uri}; details and links: suite leaderboard, then claims.html")
     return EXIT_OK
 
 

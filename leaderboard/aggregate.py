@@ -62,6 +62,9 @@ class Section:
     runs: pd.DataFrame  # every run of the section, with ``config_id`` and ``used``
     configs: pd.DataFrame  # one row per configuration, finished or not
     best: dict[str, set[str]] = field(default_factory=dict)  # column key -> config ids holding its best mean
+    ties: dict[str, set[str]] = field(default_factory=dict)  # column key -> config ids tied at the top (ties.py)
+    mark_notes: dict[str, str] = field(default_factory=dict)  # column key -> why best or tie (the paired test)
+    headline_marks: dict[str, tuple[bool, str]] = field(default_factory=dict)  # level -> (best is significant, why)
 
     @property
     def slug(self) -> str:

@@ -13,25 +13,47 @@ nothing else in the output folder is touched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from leaderboard.aggregate import build_sections
+from leaderboard.aggregate import Section, build_sections
+from leaderboard.claims import evaluate_claims, store_tiers
 from leaderboard.collect import collect
+from leaderboard.paired import example_loader
+from leaderboard.ties import mark_best, mark_headlines
 from leaderboard.site import write_site
 from suite.tracking import Tracker
 
 MANIFEST = ".leaderboard-files"
 
 
-def build_site(tracker: Tracker, out_dir: str | Path) -> Path:
-    """Render every ended run of ``tracker``'s store into ``out_dir``; return the index page's path."""
+def build_site(tracker: Tracker, out_dir: str | Path, claims: Sequence[Mapping[str, Any]] = ()) -> Path:
+    """Render every ended run of ``tracker``'s store into ``out_dir``; return the index page's path.
+
+    ``claims``: the tasks' claims in serialized form (:func:`suite.claims.declared`), judged on the
+    store's runs for ``claims.html``; the board itself never imports a task.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs, schemas = collect(tracker)
-    sections = build_sections(runs, schemas)
-    written = write_site(runs, sections, out)
+    sections, rows = judge(tracker, runs, schemas, claims)
+    written = write_site(runs, sections, out, rows)
     _remove_stale(out, {p.relative_to(out).as_posix() for p in written})
     return out / "index.html"
+
+
+def judge(tracker: Tracker, runs: Any, schemas: Any, claims: Sequence[Mapping[str, Any]],
+          tiers: Sequence[str] | None = None) -> tuple[list[Section], list[dict[str, Any]]]:
+    """The sections with their best-or-tie marks (paired tests), and a row per claim and tier
+    (default: every tier of the store)."""
+    sections = build_sections(runs, schemas)
+    load = example_loader(lambda run_id, uri, name: tracker.read_json(run_id, name, artifact_uri=uri or None))
+    for section in sections:
+        mark_best(section, load)
+        mark_headlines(section, load)
+    rows = evaluate_claims(claims, sections, store_tiers(sections) if tiers is None else tiers, load)
+    return sections, rows
 
 
 def _remove_stale(out: Path, written: set[str]) -> None:

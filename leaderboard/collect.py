@@ -27,7 +27,7 @@ _ENV = {"python": "python", "torch": "torch", "cpu": "cpu", "torch_threads": "th
 def collect(tracker: Tracker) -> tuple[pd.DataFrame, dict[tuple[str, str], TaskSchema]]:
     """Every ended suite run of the store as a row, and ``(task, task_version) -> schema``.
 
-    Columns: ``run_id, status, start_time, end_time, task, tier, task_version, method, seed,
+    Columns: ``run_id, status, start_time, end_time, artifact_uri, task, tier, task_version, method, seed,
     config_hash, git_commit, suite_version, privacy_unit, accountant, failure_reason``,
     ``env_*`` (python, torch, cpu, threads), ``params.<key>`` and ``metrics.<key>``. Rows are
     sorted by task, tier, start time and run id, so that a rebuild sees the same order.
@@ -49,7 +49,7 @@ def collect(tracker: Tracker) -> tuple[pd.DataFrame, dict[tuple[str, str], TaskS
     env = [_environment(tracker, row) for row in runs[["run_id", "artifact_uri", "status"]].itertuples()]
     runs = pd.concat([runs.reset_index(drop=True), pd.DataFrame(env, columns=[f"env_{v}" for v in _ENV.values()])],
                      axis=1)
-    keep = ["run_id", "status", "start_time", "end_time", "task_version", *_TAGS.values(),
+    keep = ["run_id", "status", "start_time", "end_time", "artifact_uri", "task_version", *_TAGS.values(),
             *[f"env_{v}" for v in _ENV.values()],
             *sorted(c for c in runs if c.startswith("params.")), *sorted(c for c in runs if c.startswith("metrics."))]
     runs = runs[keep].sort_values(["task", "tier", "start_time", "run_id"], kind="stable").reset_index(drop=True)
@@ -57,7 +57,7 @@ def collect(tracker: Tracker) -> tuple[pd.DataFrame, dict[tuple[str, str], TaskS
 
 
 def _empty() -> pd.DataFrame:
-    columns = ["run_id", "status", "start_time", "end_time", "task_version", *_TAGS.values(),
+    columns = ["run_id", "status", "start_time", "end_time", "artifact_uri", "task_version", *_TAGS.values(),
                *[f"env_{v}" for v in _ENV.values()]]
     return pd.DataFrame(columns=columns)
 

@@ -62,7 +62,9 @@ def _aggregates(section: Section, config_id: str) -> list[dict[str, Any]]:
             continue
         out.append({**column_header(col), "mean": fmt(mean), "value": exact(mean),
                     "ci": fmt(row[f"{col.key} ci95"]), "std": fmt(row[f"{col.key} std"]),
-                    "n": int(row[f"{col.key} n"]), "best": config_id in section.best.get(col.key, set())})
+                    "n": int(row[f"{col.key} n"]), "best": config_id in section.best.get(col.key, set()),
+                    "tie": config_id in section.ties.get(col.key, set()),
+                    "mark_note": section.mark_notes.get(col.key, "")})
     return out
 
 

@@ -4,10 +4,12 @@ Layout of the output folder (every link is relative, so it works from ``file://`
 static host)::
 
     index.html  style.css
+    claims.html                 the papers' claims: a verdict per claim and tier, with the pairs behind it
     tasks/<task>.html           a table per tier and task version, plots, failed runs
     config/<config id>.html     one configuration: resolved config, aggregates, runs per seed
     plots/<task>-....svg        Pareto plots
     data/<task>.csv, .json      the aggregated tables
+    data/claims.json            the claims' verdicts (id, paper, statement, tier, metric, effect, ci_low, ...)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from leaderboard.aggregate import STATS, Section
+from leaderboard.claims_page import claims_json, claims_summary, claims_view
 from leaderboard.configs import config_view
 from leaderboard.plots import pareto_plots
 from leaderboard.views import failures_view, headline_view, table_view, task_counts
@@ -28,9 +31,14 @@ from leaderboard.views import failures_view, headline_view, table_view, task_cou
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-def write_site(runs: pd.DataFrame, sections: list[Section], out: Path) -> list[Path]:
-    """Render every page, plot and download into ``out``; return the files written."""
+def write_site(runs: pd.DataFrame, sections: list[Section], out: Path,
+               claims: list[dict[str, Any]] | None = None) -> list[Path]:
+    """Render every page, plot and download into ``out``; return the files written.
+
+    ``claims``: the rows of :func:`leaderboard.claims.evaluate_claims`, for ``claims.html``.
+    """
     env = _jinja()
+    claims = claims or []
     written = [_write(out / "style.css", (_TEMPLATES / "style.css").read_text())]
     cards = []
     for task in sorted(set(runs["task"])) if not runs.empty else []:
@@ -40,7 +48,11 @@ def write_site(runs: pd.DataFrame, sections: list[Section], out: Path) -> list[P
         written += files
         shown = [_card_section(s, v) for s, v in zip(mine, page["sections"]) if not v["older"]]
         cards.append({**page, "sections": shown, "older": len(mine) - len(shown)})
-    written.append(_write(out / "index.html", env.get_template("index.html.j2").render(root="", tasks=cards)))
+    written.append(_write(out / "claims.html", env.get_template("claims.html.j2").render(
+        root="", claims=claims_view(claims))))
+    written.append(_write(out / "data" / "claims.json", claims_json(claims)))
+    written.append(_write(out / "index.html", env.get_template("index.html.j2").render(
+        root="", tasks=cards, claims=claims_summary(claims))))
     return written
 
 
@@ -116,7 +128,7 @@ def _json(task: str, description: str, sections: list[Section]) -> str:
 def _json_section(s: Section) -> dict[str, Any]:
     columns = [{"key": c.key, "metric": c.metric, "label": c.label, "direction": c.direction, "unit": c.unit,
                 "description": c.description, "privacy_unit": c.privacy_unit,
-                "best": sorted(s.best.get(c.key, set()))} for c in s.columns]
+                "best": sorted(s.best.get(c.key, set())), "tie": sorted(s.ties.get(c.key, set()))} for c in s.columns]
     rows = []
     for _, row in s.table.iterrows():
         config = {c.removeprefix("params."): _param(row[c]) for c in s.table if c.startswith("params.")}

@@ -42,6 +42,7 @@ class Headline:
     metric: Column
     mean: float
     ci95: float
+    runner_up: str | None = None  # config id of the next best mean at this level, if any
 
 
 def utility_column(section: Section) -> Column | None:
@@ -101,8 +102,11 @@ def _best(section: Section, rows: pd.DataFrame, metric: Column, level: str) -> H
     means = rows[f"{metric.key} mean"]
     i = means.idxmax() if metric.direction == "higher" else means.idxmin()
     row = rows.loc[i]
+    rest = means.drop(i)
+    runner = (rest.idxmax() if metric.direction == "higher" else rest.idxmin()) if len(rest) else None
     return Headline(level, row_label(row, section.settings), str(row["config_id"]), metric,
-                    float(row[f"{metric.key} mean"]), float(row[f"{metric.key} ci95"]))
+                    float(row[f"{metric.key} mean"]), float(row[f"{metric.key} ci95"]),
+                    None if runner is None else str(rows.loc[runner, "config_id"]))
 
 
 def _number(text: object) -> float | None:

@@ -102,11 +102,13 @@ def _row(section: Section, row: pd.Series, root: str) -> dict[str, Any]:
     for col in section.columns:
         mean, half, n = row[f"{col.key} mean"], row[f"{col.key} ci95"], row[f"{col.key} n"]
         flag = contradicted > 0 and col.metric in (CLAIM, AUDIT) and not pd.isna(mean)
+        best = row["config_id"] in section.best.get(col.key, set())
+        tie = row["config_id"] in section.ties.get(col.key, set())
         cells.append({"kind": "metric", "text": fmt(mean), "value": exact(mean),
                       "ci": fmt_ci(half),
                       "n": int(n) if not pd.isna(n) else 0,
-                      "best": row["config_id"] in section.best.get(col.key, set()), "metric": col.key,
-                      "contradicted": flag})
+                      "best": best, "tie": tie, "mark_note": section.mark_notes.get(col.key, "") if best or tie else "",
+                      "metric": col.key, "contradicted": flag})
     problems = int(row["failed"]) + int(row["killed"])
     return {"config_id": row["config_id"], "cells": cells, "label": row_label(row, section.settings),
             "problems": problems, "contradicted": contradicted, "audit_note": audit_note(contradicted, row["seeds"])}
@@ -121,12 +123,16 @@ def audit_note(contradicted: int, seeds: Any) -> str:
 
 
 def headline_view(section: Section, root: str = "") -> list[dict[str, str]]:
+    labels = {r["config_id"]: row_label(r, section.settings) for _, r in section.configs.iterrows()}
     out = []
     for h in headlines(section):
         ci = f" ± {fmt_ci(h.ci95)}" if fmt_ci(h.ci95) else ""
+        significant, note = section.headline_marks.get(h.level, (True, ""))
+        tie = "" if significant or h.runner_up is None else labels.get(h.runner_up, h.runner_up)
         out.append({"level": h.level, "label": h.label, "href": f"{root}config/{h.config_id}.html",
                     "value": f"{fmt(h.mean)}{ci}", "metric": f"{h.metric.label} {_ARROWS.get(h.metric.direction, '')}"
-                    .rstrip() + (f" [{h.metric.unit}]" if h.metric.unit else "")})
+                    .rstrip() + (f" [{h.metric.unit}]" if h.metric.unit else ""),
+                    "tie": tie, "tie_href": f"{root}config/{h.runner_up}.html" if tie else "", "note": note})
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from suite import environment
 from suite.config import BaseConfig, config_hash
+from suite.examples import ExampleScores, check_against
 from suite.meters import Stopwatch, peak_rss_mb
 from suite.resolve import defaults_of
 from suite.schema import validate_result
@@ -62,6 +63,7 @@ class CellResult:
     phases: list[str]
     environment: dict[str, Any] = field(default_factory=dict)
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, metrics) from ctx.log_step
+    examples: list[ExampleScores] = field(default_factory=list)  # per-example test scores from ctx.record_*
 
 
 def seed_everything(seed: int) -> None:
@@ -87,9 +89,10 @@ def execute(cell: Cell, *, threads: int | None = None,
     watch.stop()
     metrics = validate_result(raw, task_cls.metrics)
     history = [(step, validate_result(values, task_cls.metrics)) for step, values in ctx.history]
+    check_against(ctx.examples, metrics)  # the recorded examples must be the evaluation the metric came from
     metrics.update({f"compute/{name}_s": secs for name, secs in ctx.phases.items()})
     metrics.update({"compute/wall_s": watch.wall_s, "compute/cpu_s": watch.cpu_s, "compute/peak_rss_mb": peak_rss_mb()})
-    return CellResult(metrics, sorted(ctx.phases), environment.describe(), history)
+    return CellResult(metrics, sorted(ctx.phases), environment.describe(), history, ctx.examples)
 
 
 def _set_threads(threads: int | None) -> None:

@@ -84,7 +84,8 @@ def open_run(tracker: Tracker, cell: Cell) -> str:
 def record_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult) -> None:
     task = get_task(cell.task)
     tracker.finish(run_id, result.metrics, schema=task.result_schema(result.phases),
-                   environment=result.environment, summary=result_summary(task, cell, result), history=result.history)
+                   environment=result.environment, summary=result_summary(task, cell, result), history=result.history,
+                   examples=result.examples)
 
 
 def result_summary(task: type[Task], cell: Cell, result: CellResult) -> dict[str, Any]:

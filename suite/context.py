@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from suite.examples import ExampleScores, classification
+
 
 @dataclass
 class RunContext:
-    """What a task's ``run`` gets besides its config: tier, data, progress and phase timers."""
+    """What a task's ``run`` gets besides its config: tier, data, progress, phase timers, and where
+    per-example test scores are recorded."""
 
     tier: str
     data_dir: Path | None = None
@@ -19,6 +22,7 @@ class RunContext:
     report: Callable[[str, float, float], None] = lambda desc, done, total: None
     phases: dict[str, float] = field(default_factory=dict)
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    examples: list[ExampleScores] = field(default_factory=list)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -41,3 +45,26 @@ class RunContext:
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
         self.history.append((int(step), {k: float(v) for k, v in metrics.items()}))
+
+    def record_predictions(self, metric: str, *, predicted: Iterable[int], target: Iterable[int],
+                           examples: str) -> None:
+        """Record a classifier's prediction on each **public test** example behind ``metric`` (an accuracy).
+
+        ``examples`` is the :func:`suite.examples.digest` of the test examples in the order scored.
+        The runner logs them as the artifact ``examples/<axis>.<name>.json`` (never record private
+        training data) and fails the run if their accuracy differs from the returned ``metric``.
+        """
+        self.examples.append(classification(metric, predicted=predicted, target=target, examples=examples))
+
+    def record_example_values(self, metric: str, *, values: Iterable[float], examples: str,
+                              weights: Iterable[float] | None = None, transform: str = "identity",
+                              block: int = 1) -> None:
+        """Record per-example values behind ``metric = transform(sum(values) / sum(weights))``.
+
+        For example each held-out token's loss behind a perplexity (``transform="exp"``), with
+        ``block`` consecutive tokens resampled together by the paired bootstrap, as they are not
+        independent. Public test data only.
+        """
+        self.examples.append(ExampleScores(metric, examples, tuple(float(v) for v in values),
+                                           None if weights is None else tuple(float(w) for w in weights),
+                                           transform, block))  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ from suite.config import BaseConfig, Tier, load_tier
 from suite.context import RunContext
 from suite.errors import UsageError
 from suite.method import Method, MethodRegistry
+from suite.claims import Claim, check_claims
 from suite.registry import Registry
 from suite.schema import COMMON_METRICS, PRIVACY_UNITS, Metric, check_schema
 
@@ -72,7 +73,8 @@ class Task:
 
     Optional: ``run`` (default: the method's own ``run``), ``version`` (bump it when results
     stop being comparable), ``description``, ``reference`` (the run a slowdown is measured
-    against; default: the method's), ``pareto`` (the metric pairs the leaderboard plots) and
+    against; default: the method's), ``pareto`` (the metric pairs the leaderboard plots),
+    ``claims`` (the paper's claims, tested by ``suite claims``; see :mod:`suite.claims`) and
     ``preload`` (heavy modules a sweep imports once, up front).
     """
 
@@ -85,6 +87,8 @@ class Task:
     preload: ClassVar[tuple[str, ...]] = ()
     # (x metric, y metric) pairs the leaderboard draws as Pareto plots, e.g. accuracy vs epsilon.
     pareto: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # The paper's claims as paired comparisons of the task's configurations (suite/claims.py).
+    claims: ClassVar[tuple[Claim, ...]] = ()
 
     def run(self, config: Any, ctx: RunContext) -> dict[str, float]:
         """Run one configuration and return its metrics: by default, the config's method runs it."""
@@ -127,6 +131,7 @@ class Task:
             missing = [k for k in pair if k not in cls.result_schema() and not _is_phase_time(k)]
             if missing:
                 raise TypeError(f"task {cls.__name__}: pareto pair {pair} names undeclared metrics {missing}")
+        check_claims(cls)
 
     @classmethod
     def methods(cls) -> tuple[str, ...]:
@@ -206,6 +211,21 @@ def discover() -> Registry[type[Task]]:
                 raise UsageError(f"task module {module!r} not found (from SUITE_TASK_MODULES?): {exc}") from None
             raise
     return TASKS
+
+
+def declared_claims(tasks: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The registered tasks' claims in serialized form: the claim, its task and the task's version.
+
+    >>> [c["id"] for c in declared_claims(["labeldp"])][:1]   # doctest: +SKIP
+    ['labeldp.alibi_beats_rr']
+    """
+    registry = discover()
+    out = []
+    for name in tasks if tasks is not None else registry.names():
+        task = registry.get(name)
+        for claim in task.claims:
+            out.append({**claim.to_json(), "id": f"{name}.{claim.id}", "task": name, "task_version": task.version})
+    return out
 
 
 def get_task(name: str) -> type[Task]:

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlparse
 from suite.config import BaseConfig, canonical_json
 from suite.environment import git_commit
 from suite.errors import TrackingError
+from suite.examples import ExampleScores
 from suite.schema import Metric
 from suite.store import check_store, owner_alive, retry, run_owner_tags, sqlite_path, store_init_lock, tracking_uri
 
@@ -144,13 +145,15 @@ class Tracker:
 
     def finish(self, run_id: str, metrics: Mapping[str, float], *, schema: Mapping[str, Metric],
                environment: Mapping[str, Any], summary: Mapping[str, Any],
-               history: Sequence[tuple[int, Mapping[str, float]]] = ()) -> None:
+               history: Sequence[tuple[int, Mapping[str, float]]] = (),
+               examples: Sequence[ExampleScores] = ()) -> None:
         """Log metrics, the result summary and the environment, then mark the run FINISHED.
 
         ``result.json`` is ``summary`` plus each logged metric's value with its declared direction,
         unit and description. ``history`` holds (step, metrics) pairs logged as MLflow metric
         history; the final metrics are logged at the last step so that MLflow's "latest value" is
-        the headline one.
+        the headline one. ``examples``: per-example test scores, each logged as
+        ``examples/<axis>.<name>.json``.
         """
         last = 0
         for step, values in history:
@@ -158,6 +161,8 @@ class Tracker:
             last = max(last, step)
         self.log_metrics(run_id, metrics, step=last)
         self.log_json(run_id, "environment.json", environment)
+        for scores in examples:
+            retry(self.client.log_text, run_id, json.dumps(scores.to_json(), separators=(",", ":")), scores.artifact)
         self.log_json(run_id, "result.json", {
             **summary,
             "metrics": {k: {"value": v, **schema[k].to_json()} for k, v in sorted(metrics.items())},

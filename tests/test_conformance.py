@@ -55,6 +55,16 @@ def test_smallest_config_of_every_method_runs_and_logs_the_contract(name: str, s
         assert result["config"] == config.model_dump(mode="json")
         assert set(result["schema"]) == set(task.result_schema(_phases(metrics)))  # declared, logged or not
         assert result["privacy_unit"] == run.tags["privacy.unit"]
+        _check_examples(store, outcome.run_id, metrics)
+
+
+def _check_examples(store, run_id: str, metrics: dict) -> None:  # noqa: ANN001
+    """Per-example scores, where a task records them, reproduce the run's metric."""
+    from suite.examples import ExampleScores
+
+    for item in store.client.list_artifacts(run_id, "examples"):  # the test lists what the run logged
+        scores = ExampleScores.from_json(store.read_json(run_id, item.path))
+        assert scores.artifact == item.path and scores.agrees_with(metrics[scores.metric]), item.path
 
 
 def _phases(metrics: dict) -> list[str]:

@@ -192,6 +192,11 @@ def test_perplexity_equals_the_models_own_loss() -> None:
                   for i in (0, 32)]
     # the model's loss drops each window's first target; ours scores it with the preceding window's last token
     assert quality.tokens == 64 and 0 <= quality.next_token_accuracy <= 1
+    # the per-token scores recorded for paired comparisons give the same perplexity and accuracy
+    assert len(quality.token_losses) == len(quality.token_correct) == len(quality.targets) == 64
+    assert quality.targets == tuple(ids[1:65])
+    assert abs(torch.tensor(quality.token_losses).double().mean().exp().item() / quality.perplexity - 1) < 1e-9
+    assert sum(quality.token_correct) / 64 == quality.next_token_accuracy
     assert abs(torch.tensor(losses).mean().exp().item() / quality.perplexity - 1) < 0.05
 
 

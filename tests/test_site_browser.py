@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from leaderboard.build import build_site
+from suite.task import declared_claims
 from tests.leaderboard_store import shared_store
 
 CHROMIUM = Path(os.environ.get("SUITE_CHROMIUM", "/usr/bin/chromium"))
@@ -28,7 +29,7 @@ if not CHROMIUM.is_file():
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("browser-site")
-    build_site(shared_store(tmp_path_factory), out)
+    build_site(shared_store(tmp_path_factory), out, claims=declared_claims(["dpsgd"]))
     return out
 
 
@@ -98,6 +99,23 @@ def test_pages_load_their_plots_and_config_links(page, site) -> None:
     widths = images.evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
     assert all(w > 100 for w in widths)  # every SVG loaded from file://
     page.locator("table.sortable tbody td.cfg a").first.click()
+    page.wait_for_load_state("load")
+    assert "/config/" in page.url and page.locator("h2", has_text="Resolved config").count() == 1
+    assert page.errors == []
+
+
+def test_claims_page_from_the_index_and_on_to_a_configuration(page, site) -> None:
+    page.goto((site / "index.html").as_uri())
+    page.click("p.claims-summary a")
+    page.wait_for_load_state("load")
+    assert page.url.endswith("/claims.html") and page.title().startswith("Claims")
+    row = page.locator("#table-claims tbody tr[data-claim='dpsgd.accuracy_rises_with_epsilon']")
+    assert row.count() == 1
+    # the store's tiny dpsgd runs (epsilon 8 and 1, seed 0) are one pair with per-example predictions
+    assert row.locator("td").nth(6).inner_text().strip() == "1"
+    assert row.locator("td.verdict").inner_text().strip() in ("holds", "contradicted", "inconclusive")
+    page.locator("#table-claims thead th").nth(2).click()  # sort by verdict: the script runs from file://
+    row.locator("td.configs a").first.click()
     page.wait_for_load_state("load")
     assert "/config/" in page.url and page.locator("h2", has_text="Resolved config").count() == 1
     assert page.errors == []

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from suite.config import TaskConfig
 from suite.schema import Metric
 from suite.task import RunContext, Task, register_task
+from tasks.dpsgd.claims import CLAIMS
 
 _DP_KEYS = ("epsilon", "delta", "max_grad_norm", "grad_sample_mode", "accountant")
 
@@ -70,6 +71,7 @@ class DPSGDTask(Task):
     preload = ("tasks.dpsgd.train", "torch._dynamo", "torch.utils.flop_counter", "sklearn.datasets",
                "sklearn.model_selection")
     pareto = (("privacy/epsilon", "utility/accuracy"), ("compute/train_s", "utility/accuracy"))
+    claims = CLAIMS  # the paper's claims, judged by `suite claims` (tasks/dpsgd/claims.py)
     metrics = {
         "utility/accuracy": Metric("higher", "fraction", "test accuracy"),
         "utility/loss": Metric("lower", "nats", "test cross-entropy"),

@@ -14,6 +14,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Subset, TensorDataset
 
 from suite import data
 from suite.audit import audit_scores
+from suite.examples import ExampleDigest
 from suite.meters import count_flops, model_size
 from suite.privacy import dpsgd_epsilon
 from suite.task import RunContext
@@ -49,7 +50,7 @@ def train_and_evaluate(config: DPSGDConfig, ctx: RunContext) -> dict[str, float]
     with ctx.phase("train"):
         steps, examples = _train(config, setup, device, ctx)
     with ctx.phase("eval"):
-        metrics.update(_evaluate(setup.model, test_set, device))
+        metrics.update(_evaluate(setup.model, test_set, device, ctx))
     metrics.update(model_size(setup.model))
     metrics["compute/train_flops"] *= examples
     metrics["compute/throughput"] = examples / ctx.phases["train"]
@@ -190,16 +191,22 @@ def _train(config: DPSGDConfig, setup: _Setup, device: torch.device, ctx: RunCon
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, test_set: Any, device: torch.device) -> dict[str, float]:
+def _evaluate(model: nn.Module, test_set: Any, device: torch.device, ctx: RunContext) -> dict[str, float]:
+    """Test accuracy and loss; each test example's prediction is recorded for paired comparisons."""
     model.eval()
     correct = count = 0
     loss_sum = 0.0
+    predicted, target, seen = [], [], ExampleDigest()
     for x, y in DataLoader(test_set, batch_size=512):
+        seen.update(x, y)
         x, y = x.to(device), y.to(device)
         logits = model(x)
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         count += len(y)
+        predicted += logits.argmax(1).tolist()
+        target += y.tolist()
+    ctx.record_predictions("utility/accuracy", predicted=predicted, target=target, examples=seen.hexdigest())
     return {"utility/accuracy": correct / count, "utility/loss": loss_sum / count}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from suite.schema import Metric
 from suite.task import RunContext, Task, register_task
+from tasks.fl.claims import CLAIMS
 from tasks.fl.config import FLConfig
 
 __all__ = ["FLConfig", "FLTask"]
@@ -27,6 +28,7 @@ class FLTask(Task):
     preload = ("tasks.fl.train", "tasks.fl.apps", "tasks.fl.server", "tasks.fl.data", "flwr.simulation", "ray", "datasets",
                "flwr_datasets.partitioner", "sklearn.datasets", "sklearn.model_selection")
     pareto = (("bandwidth/uplink_bytes", "utility/accuracy"), ("bandwidth/compression", "utility/accuracy"))
+    claims = CLAIMS  # the paper's claims, judged by `suite claims` (tasks/fl/claims.py)
     metrics = {
         "utility/accuracy": Metric("higher", "fraction", "test accuracy of the global model after the last round"),
         "utility/loss": Metric("lower", "nats", "test cross-entropy of the global model after the last round"),

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from suite.examples import digest
 from suite.task import RunContext
 
 
@@ -92,6 +93,9 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
     missing = [r for r in range(1, config.rounds + 1) if r not in record.accuracy]
     if missing or record.meter is None:
         raise RuntimeError(f"the simulation ended without evaluating rounds {missing}")
+    # The server's last evaluation (the final round) left the global model in ``model``.
+    ctx.record_predictions("utility/accuracy", predicted=_predictions(model, x_test, device),
+                           target=y_test.tolist(), examples=digest(x_test, y_test))
 
     for rnd in range(1, config.rounds + 1):
         entries = record.meter.round_entries(rnd)
@@ -113,6 +117,16 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
         "compute/model_bytes": float(sum(a.nbytes for a in initial)),
         "compute/startup_s": _startup_seconds(started, record.evaluated_at),
     }
+
+
+def _predictions(model: Any, x: np.ndarray, device: str) -> list[int]:
+    """The model's predicted class of each test example (for paired comparisons of runs)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return [int(p) for i in range(0, len(x), 1024)
+                for p in model(torch.from_numpy(x[i:i + 1024]).to(device)).argmax(1).tolist()]
 
 
 def dp_noise(config: Any) -> float | None:

@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, model_validator
 from suite.config import TaskConfig
 from suite.schema import Metric
 from suite.task import RunContext, Task, register_task
+from tasks.labeldp.claims import CLAIMS
 
 PRIVATE_METHODS = ("rr", "rr_prior", "alibi", "pate_fm")
 _ACCOUNTANTS = {"rr": "rr", "rr_prior": "rr-with-prior", "alibi": "laplace", "pate_fm": "pate-rdp-data-independent"}
@@ -156,6 +157,7 @@ class LabelDPTask(Task):
         "on the quick tier it catches gross bugs, not subtle ones.",
     )
     pareto = (("privacy/epsilon", "utility/accuracy"),)
+    claims = CLAIMS  # the paper's claims, judged by `suite claims` (tasks/labeldp/claims.py)
     metrics = {
         "utility/accuracy": Metric("higher", "fraction", "test accuracy of the released model"),
         "utility/loss": Metric("lower", "nats", "test cross-entropy of the released model"),

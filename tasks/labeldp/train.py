@@ -19,6 +19,7 @@ from torch import nn
 from suite import data
 from suite.audit import audit_scores
 from suite.meters import model_size
+from suite.examples import digest
 from suite.task import RunContext
 from tasks.labeldp.models import MODELS
 from tasks.labeldp.task import LabelDPConfig
@@ -69,7 +70,7 @@ def train_and_evaluate(config: LabelDPConfig, ctx: RunContext) -> dict[str, floa
     with ctx.phase("train"):
         model, metrics = METHODS[config.method](config, split, ctx)
     with ctx.phase("eval"):
-        metrics.update(evaluate(model, split.test_x, split.test_y))
+        metrics.update(evaluate(model, split.test_x, split.test_y, ctx=ctx))
         metrics.update(audit(config, model, split, canaries, claimed=metrics.get("privacy/epsilon")))
     metrics.update(model_size(model))  # the released model: parameters and weight bytes
     return metrics
@@ -192,9 +193,13 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ctx: RunContext | None = None) -> dict[str, float]:
+    """Test accuracy and loss; with ``ctx``, each test example's prediction is recorded (public test data)."""
     probs = torch.as_tensor(predict_proba(model, x), device=y.device)
     loss = nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), y).item()
+    if ctx is not None:
+        ctx.record_predictions("utility/accuracy", predicted=probs.argmax(1).tolist(), target=y.tolist(),
+                               examples=digest(x, y))
     return {"utility/accuracy": (probs.argmax(1) == y).double().mean().item(), "utility/loss": loss}
 
 

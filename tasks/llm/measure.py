@@ -22,6 +22,9 @@ class Quality:
     perplexity: float
     next_token_accuracy: float
     tokens: int  # tokens predicted
+    token_losses: tuple[float, ...] = ()  # each predicted token's loss, in text order (for paired comparisons)
+    token_correct: tuple[float, ...] = ()  # 1.0 where the top-1 prediction was the next token
+    targets: tuple[int, ...] = ()  # the predicted tokens' ids: what was scored, in order
 
 
 @dataclass(frozen=True)
@@ -49,17 +52,21 @@ def evaluate_quality(model: Any, token_ids: Sequence[int], *, context: int, max_
     if n_windows < 1:
         raise ValueError(f"held-out text has {len(ids)} tokens, fewer than one window of {context}")
     windows = ids[:n_windows * context + 1]
-    nll = correct = count = 0.0
+    losses: list[float] = []
+    hits: list[float] = []
+    targets: list[int] = []
     for start in range(0, n_windows, batch_size):
         rows = range(start, min(start + batch_size, n_windows))
         x = torch.stack([windows[r * context:(r + 1) * context] for r in rows]).to(model.device)
         y = torch.stack([windows[r * context + 1:(r + 1) * context + 1] for r in rows]).to(model.device)
         logits = model(input_ids=x, use_cache=False).logits.float()
-        nll += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
-        correct += float((logits.argmax(-1) == y).sum())
-        count += y.numel()
+        losses += torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").tolist()
+        hits += (logits.argmax(-1) == y).flatten().float().tolist()
+        targets += y.flatten().tolist()
         progress(rows[-1] + 1, n_windows)
-    return Quality(math.exp(nll / count), correct / count, int(count))
+    count = len(losses)
+    return Quality(math.exp(math.fsum(losses) / count), math.fsum(hits) / count, count, tuple(losses), tuple(hits),
+                   tuple(targets))
 
 
 @torch.inference_mode()

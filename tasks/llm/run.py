@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from suite.examples import digest
 from suite.task import RunContext
+
+# Held-out tokens resampled together when two runs are compared token by token: neighbouring
+# tokens share context, so single tokens are not independent examples (a block bootstrap).
+LOSS_BLOCK = 32
 
 
 def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
@@ -24,6 +29,11 @@ def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
         quality = measure.evaluate_quality(
             model, held_out, context=config.context, max_tokens=config.eval_tokens,
             progress=lambda d, t: ctx.progress("perplexity", d, t))
+    scored = digest(quality.targets)  # the same held-out tokens, in the same order, for every variant
+    ctx.record_example_values("utility/perplexity", values=quality.token_losses, examples=scored, transform="exp",
+                              block=LOSS_BLOCK)
+    ctx.record_example_values("utility/next_token_accuracy", values=quality.token_correct, examples=scored,
+                              block=LOSS_BLOCK)
     with ctx.phase("speed"):
         ctx.progress("speed", 0, 1)
         speed = measure.measure_speed(model, held_out[:config.prompt_tokens], new_tokens=config.new_tokens,

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from suite.config import TaskConfig
 from suite.schema import Metric
 from suite.task import RunContext, Task, register_task
+from tasks.llm.claims import CLAIMS
 
 _SPEED = "greedy, batch of one, fixed prompt; median of repeats after a warm-up"
 _EMULATED = " (fp8_rowwise on a CPU: emulated FP8 matmuls, not a real FP8 speed; see compute/speed_emulated)"
@@ -74,6 +75,7 @@ class LLMTask(Task):
     preload = ("tasks.llm.run", "tasks.llm.measure", "tasks.llm.variants", "tasks.llm.model", "transformers",
                "transformers.models.llama.modeling_llama", "torchao.quantization", "safetensors.torch")
     pareto = (("compute/weight_bytes", "utility/perplexity"), ("compute/decode_tokens_per_s", "utility/perplexity"))
+    claims = CLAIMS  # the paper's claims, judged by `suite claims` (tasks/llm/claims.py)
     metrics = {
         "utility/perplexity": Metric("lower", "ppl", "perplexity on the held-out pydoc text"),
         "utility/next_token_accuracy": Metric("higher", "fraction", "top-1 next-token accuracy on the same text"),

@@ -33,7 +33,7 @@ def run(config: PruningConfig, ctx: RunContext) -> dict[str, float]:
             cached = trained(model, config, images, epochs=config.pretrain_epochs, ctx=ctx)
         model, metrics = prune_and_finetune(model, config, images, ctx)
     with ctx.phase("eval"):
-        metrics.update(evaluate(model, images, config))
+        metrics.update(evaluate(model, images, config, ctx=ctx))
         metrics.update(models.cost(model, config.resolution))
     with ctx.phase("latency"):
         metrics.update(latency(model, config))

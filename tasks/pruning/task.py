@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from suite.config import TaskConfig
 from suite.schema import Metric
 from suite.task import RunContext, Task, register_task
+from tasks.pruning.claims import CLAIMS
 
 CRITERIA = ("magnitude", "taylor", "random")
 FBNETS = ("fbnetv3_b", "fbnetv3_d", "fbnetv3_g")
@@ -86,6 +87,7 @@ class PruningTask(Task):
                "sklearn.model_selection")
     pareto = (("compute/macs", "utility/accuracy"), ("compute/latency_ms_b1", "utility/accuracy"),
               ("compute/latency_ms_b32", "utility/accuracy"))
+    claims = CLAIMS  # the paper's claims, judged by `suite claims` (tasks/pruning/claims.py)
     metrics = {
         "utility/accuracy": Metric("higher", "fraction", "test accuracy of the final (pruned and fine-tuned) model"),
         "utility/loss": Metric("lower", "nats", "test cross-entropy of the final model"),

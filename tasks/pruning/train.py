@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from suite.examples import ExampleDigest
+from suite.task import RunContext
 from tasks.pruning.data import Batch, Images
 from tasks.pruning.task import PruningConfig
 
@@ -107,11 +109,15 @@ def recalibrate_batchnorm(model: nn.Module, images: Images, config: PruningConfi
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: Images, config: PruningConfig) -> dict[str, float]:
+def evaluate(model: nn.Module, images: Images, config: PruningConfig, *,
+             ctx: RunContext | None = None) -> dict[str, float]:
+    """Test accuracy and loss; with ``ctx``, each test example's prediction is recorded (public test data)."""
     device = device_of(config)
     model.to(device).eval()
     correct = loss = n = 0.0
+    predicted, target, seen = [], [], ExampleDigest()
     for x, y in images.test_batches(256):
+        seen.update(x, y)
         x, y = x.to(device), y.to(device)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -119,6 +125,10 @@ def evaluate(model: nn.Module, images: Images, config: PruningConfig) -> dict[st
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         n += len(y)
+        predicted += logits.argmax(1).tolist()
+        target += y.tolist()
+    if ctx is not None:
+        ctx.record_predictions("utility/accuracy", predicted=predicted, target=target, examples=seen.hexdigest())
     return {"utility/accuracy": correct / n, "utility/loss": loss / n}
 
 

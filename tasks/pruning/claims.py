@@ -1,0 +1,17 @@
+"""The claim of "Pruning Compact ConvNets for Efficient Inference" that the pruning task tests."""
+
+from suite.claims import Claim
+
+PAPER = "Ghosh, Prasad, Dai, Zhang, Wu, Cormode, Vajda (2023), Pruning Compact ConvNets for Efficient Inference"
+
+CLAIMS = (
+    Claim(
+        "pruned_g_beats_b", paper=PAPER, quote=True, source="abstract",
+        statement="The resulting family of pruned models can consistently obtain better performance than existing "
+                  "FBNetV3 models at the same level of computation.",
+        a={"method": "magnitude", "model": "fbnetv3_g", "target": "fbnetv3_b", "schedule": "one_shot"},
+        b={"method": "unpruned", "model": "fbnetv3_b"}, metric="utility/accuracy",
+        note="FBNetV3-g pruned to b's MACs (the task's default recipe: group-L2 magnitude, one shot, then "
+             "fine-tuned) against b trained directly, with the same epoch budget, paired by seed; no margin. "
+             "The pruning keys (target, schedule, pretraining epochs) are set on the pruned side only."),
+)
