@@ -21,6 +21,31 @@ class MetricSpec:
     direction: str = "none"
     unit: str = ""
     description: str = ""
+    per_privacy_unit: bool = True  # a privacy metric split into one column per unit of privacy
+
+
+@dataclass(frozen=True)
+class CurveSpec:
+    """A line per configuration through metrics (``Curve`` in ``suite.schema``), as ``result.json`` has it."""
+
+    name: str
+    title: str
+    x_label: str
+    y_label: str
+    points: tuple[tuple[float, str], ...]
+    x_scale: str = "linear"
+    description: str = ""
+
+    @classmethod
+    def from_json(cls, payload: Any) -> CurveSpec | None:
+        """None for a malformed entry (a store is data; the site still renders)."""
+        try:
+            points = tuple((float(x), str(key)) for x, key in payload["points"])
+            return cls(str(payload["name"]), str(payload.get("title") or payload["name"]),
+                       str(payload.get("x_label") or ""), str(payload.get("y_label") or ""), points,
+                       str(payload.get("x_scale") or "linear"), str(payload.get("description") or ""))
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 @dataclass
@@ -32,6 +57,7 @@ class TaskSchema:
     description: str = ""
     pareto: list[tuple[str, str]] = field(default_factory=list)
     metrics: dict[str, MetricSpec] = field(default_factory=dict)
+    curves: list[CurveSpec] = field(default_factory=list)
 
     def merge(self, payload: dict[str, Any]) -> None:
         """Add what one ``result.json`` declares (phase timers differ between configs)."""
@@ -42,7 +68,12 @@ class TaskSchema:
         for key, spec in (payload.get("metrics") or {}).items():
             if key not in self.metrics and isinstance(spec, dict):
                 self.metrics[key] = MetricSpec(str(spec.get("direction") or "none"), str(spec.get("unit") or ""),
-                                               str(spec.get("description") or ""))
+                                               str(spec.get("description") or ""),
+                                               spec.get("per_privacy_unit") is not False)
+        for entry in payload.get("curves") or []:
+            curve = CurveSpec.from_json(entry)
+            if curve is not None and curve.name not in {c.name for c in self.curves}:
+                self.curves.append(curve)
 
     def fill_from(self, other: TaskSchema | None) -> None:
         """Take metrics this schema lacks from ``other`` (the registered task of the same version)."""
@@ -50,6 +81,7 @@ class TaskSchema:
             return
         self.description = self.description or other.description
         self.pareto = self.pareto or list(other.pareto)  # result.json files written before pareto existed
+        self.curves = self.curves or list(other.curves)
         for key, spec in other.metrics.items():
             self.metrics.setdefault(key, spec)
 
@@ -76,5 +108,7 @@ def registered_schema(task: str, version: str | None) -> TaskSchema | None:
         return None
     if version is not None and cls.version != version:
         return None
-    metrics = {k: MetricSpec(m.direction, m.unit, m.description) for k, m in cls.result_schema().items()}
-    return TaskSchema(task, cls.version, cls.description, [tuple(p) for p in cls.pareto], metrics)
+    metrics = {k: MetricSpec(m.direction, m.unit, m.description, m.per_privacy_unit)
+               for k, m in cls.result_schema().items()}
+    curves = [c for c in (CurveSpec.from_json(curve.to_json()) for curve in cls.curves) if c is not None]
+    return TaskSchema(task, cls.version, cls.description, [tuple(p) for p in cls.pareto], metrics, curves)

@@ -27,6 +27,7 @@ the expected shape is recomputed and replaced.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -138,3 +139,42 @@ def _store(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             np.savez(f, **arrays)
     except OSError as exc:
         log.warning("could not write cache file %s (%s)", path, exc)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` (created if missing) for the block.
+
+    The lock is advisory (``fcntl.flock``) and released by the kernel when the holder dies, so a
+    killed builder never leaves the others waiting forever.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_once(path: Path, load: Callable[[Path], Any], build: Callable[[Path], None]) -> tuple[Any, bool]:
+    """``load(path)``, after ``build(path)`` has made the file if no valid one exists; ``(value, hit)``.
+
+    ``load`` returns None for a missing or invalid file (it checks what it reads); ``build`` writes the
+    file (atomically, with :func:`atomic_write`). Concurrent callers for one path take a lock: one
+    builds, the others wait and then read its file, so two cells of a sweep never build the same
+    entry twice. ``hit`` is True when the file was there already (built by an earlier or a
+    concurrent caller).
+    """
+    value = load(path)
+    if value is not None:
+        return value, True
+    with file_lock(path):
+        value = load(path)  # built by another process while this one waited for the lock
+        if value is not None:
+            return value, True
+        build(path)
+    value = load(path)
+    if value is None:
+        raise RuntimeError(f"cache entry {path} was built but does not load back")
+    return value, False

@@ -51,3 +51,42 @@ def dpsgd_epsilon(*, history: History, delta: float, accountant: str, eps_error:
     acc = PRVAccountant()
     acc.history = list(history)
     return float(acc.get_epsilon(delta=delta, eps_error=eps_error))
+
+
+def all_epsilons(*, history: History, delta: float, sampler: str = "poisson") -> dict[str, float]:
+    """Epsilon of the same DP-SGD history by three accountants, as ``privacy/epsilon_{rdp,prv,pld}`` metrics.
+
+    RDP and PRV are Opacus' (:func:`dpsgd_epsilon`); PLD is Google's ``dp-accounting`` (privacy loss
+    distributions, add-or-remove-one neighbours, as Opacus' analyses), which serves as the cross-check.
+    Only Poisson subsampling is analysed here.
+
+    A minimal version written for the memorization family; the privacy work (issue 13) owns this API and
+    may extend it (other samplers): keep the signature and the keys.
+
+    >>> sorted(all_epsilons(history=[(1.0, 0.01, 1000)], delta=1e-5))
+    ['privacy/epsilon_pld', 'privacy/epsilon_prv', 'privacy/epsilon_rdp']
+    """
+    if sampler != "poisson":
+        raise ValueError(f"sampler {sampler!r} is not analysed here; allowed: poisson")
+    out = {f"privacy/epsilon_{name}": dpsgd_epsilon(history=history, delta=delta, accountant=name)
+           for name in ACCOUNTANTS}
+    out["privacy/epsilon_pld"] = _pld_epsilon(history=history, delta=delta)
+    return out
+
+
+def _pld_epsilon(*, history: History, delta: float) -> float:
+    """dp-accounting's PLD accountant over Poisson-subsampled Gaussian steps."""
+    dpsgd_epsilon(history=history, delta=delta, accountant="rdp")  # the same checks of delta and every entry
+    history = [(sigma, q, steps) for sigma, q, steps in history if steps > 0]
+    if not history:
+        return 0.0
+    if any(sigma == 0 for sigma, _, _ in history):
+        return math.inf
+    from dp_accounting import NeighboringRelation, dp_event
+    from dp_accounting.pld.pld_privacy_accountant import PLDAccountant
+
+    accountant = PLDAccountant(NeighboringRelation.ADD_OR_REMOVE_ONE)
+    for sigma, q, steps in history:
+        step = dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma))
+        accountant.compose(dp_event.SelfComposedDpEvent(step, int(steps)))
+    return float(accountant.get_epsilon(delta))

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 from suite.config import TaskConfig, Tier, build_config, load_tier
 from suite.errors import UsageError
 from suite.registry import Registry
-from suite.schema import COMMON_METRICS, PRIVACY_UNITS, Metric, check_schema
+from suite.schema import COMMON_METRICS, PRIVACY_UNITS, Curve, Metric, check_schema
 
 TASKS: Registry[type[Task]] = Registry("task")
 _TASK_PACKAGE = Path(__file__).resolve().parent.parent / "tasks"
@@ -108,8 +108,9 @@ class Task(abc.ABC):
 
     Optional: ``version`` (bump it when results stop being comparable), ``description``,
     ``privacy_unit`` and ``accountant`` (tags), ``reference`` (the run a slowdown is
-    measured against), ``pareto`` (the metric pairs the leaderboard plots) and ``preload``
-    (heavy modules a sweep imports once, up front).
+    measured against), ``pareto`` (the metric pairs the leaderboard plots), ``curves`` (lines
+    through metrics the leaderboard draws, :class:`~suite.schema.Curve`) and ``preload`` (heavy
+    modules a sweep imports once, up front).
     """
 
     name: ClassVar[str] = ""
@@ -120,6 +121,8 @@ class Task(abc.ABC):
     preload: ClassVar[tuple[str, ...]] = ()
     # (x metric, y metric) pairs the leaderboard draws as Pareto plots, e.g. accuracy vs epsilon.
     pareto: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # Lines through metrics (e.g. exposure at 1, 4, 16, 64 repetitions), one per configuration.
+    curves: ClassVar[tuple[Curve, ...]] = ()
 
     @abc.abstractmethod
     def run(self, config: Any, ctx: RunContext) -> dict[str, float]:
@@ -148,6 +151,10 @@ class Task(abc.ABC):
             missing = [k for k in pair if k not in cls.result_schema() and not _is_phase_time(k)]
             if missing:
                 raise TypeError(f"task {cls.__name__}: pareto pair {pair} names undeclared metrics {missing}")
+        for curve in cls.curves:
+            missing = [key for _, key in curve.points if key not in cls.result_schema()]
+            if missing:
+                raise TypeError(f"task {cls.__name__}: curve {curve.name!r} names undeclared metrics {missing}")
 
     @classmethod
     def methods(cls) -> tuple[str, ...]:
