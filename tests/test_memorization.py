@@ -22,6 +22,15 @@ from tasks.memorization.score import continuation_logprobs, greedy_matches
 LOG2E = 1 / math.log(2)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (as the tier's cells do); more only contend on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _config(**overrides):
     task = get_task("memorization")
     return task.resolve("quick", {**task.tier("quick").smoke, **overrides})
@@ -147,3 +156,96 @@ def test_greedy_matches_its_own_continuation_only() -> None:
             own.append(ids[0, len(p):].tolist())
     wrong = [own[0], [(t + 1) % 50 for t in own[1]], own[2]]
     assert greedy_matches(model, prompts, wrong).tolist() == [True, False, True]
+
+
+# -- training, DP, and the whole cell ---------------------------------------------------------
+
+def _run(config):
+    from suite.task import RunContext
+    from tasks.memorization.run import run_memorization
+
+    return run_memorization(config, RunContext(tier="quick"))
+
+
+def test_a_fresh_models_exposure_of_unseen_secrets_is_chance(tokenizer) -> None:
+    """No secret was trained on: rank exposure averages log2(e) = 1.44 bits, not 0 (rank uniform)."""
+    from tasks.memorization.measure import Secrets, exposure_metrics
+    from tasks.memorization.run import _plan
+
+    config = _config(repetitions=[1], canaries_per_repetition=250, audit_canaries=0, candidates=2000)
+    model = _tiny_llama(len(tokenizer), seed=5)
+    secrets = Secrets.make(config, tokenizer, _plan(config))
+    scores = secrets.score(model, batch_size=500)
+    from tasks.memorization.exposure import rank_exposure
+
+    unseen = rank_exposure(scores.canaries, scores.candidates)  # 500 secrets the fresh model never saw
+    assert unseen.mean() == pytest.approx(LOG2E, abs=0.25)  # the mean of 500 has a std of about 0.07
+    metrics = exposure_metrics(config, secrets, scores)
+    assert metrics["privacy/exposure_rank_r0"] == pytest.approx(LOG2E, abs=0.35)
+    assert metrics["privacy/exposure_r0"] == pytest.approx(LOG2E, abs=0.35)
+
+
+def test_a_canary_trained_on_many_times_is_exposed_and_extracted() -> None:
+    config = _config(repetitions=[64], canaries_per_repetition=2, audit_canaries=0, corpus_windows=32, epochs=20,
+                     hidden_size=48, heads=2, intermediate_size=96, candidates=2000)
+    metrics = _run(config)
+    assert metrics["privacy/exposure_r64"] > 15  # of log2(10^9) = 29.9 bits possible
+    assert metrics["privacy/exposure_rank_r64"] > 9  # the rank's ceiling is log2(2001) = 11 bits
+    assert metrics["privacy/exposure_r0"] < 5  # the never-inserted controls stay near 1.44 bits
+    assert metrics["privacy/extraction_r64"] == 1.0 and metrics["privacy/extraction_r0"] == 0.0
+    assert metrics["compute/model_cached"] == 0.0
+    again = _run(config.model_copy(update={"variant": "bf16"}))  # the variant cell reads the same trained model
+    assert again["compute/model_cached"] == 1.0 and again["compute/train_cpu_s"] == metrics["compute/train_cpu_s"]
+    assert again["compute/model_bytes"] < metrics["compute/model_bytes"]
+
+
+def test_dp_run_reports_the_accountants_epsilon_for_its_noise_rate_and_steps() -> None:
+    from opacus.accountants import RDPAccountant
+
+    config = _config(method="dpsgd", epsilon=2.0, delta=1e-4, epochs=2, audit_canaries=20)
+    metrics = _run(config)
+    sigma, q, steps = (metrics[f"privacy/{k}"] for k in ("noise_multiplier", "sample_rate", "steps"))
+    examples = metrics["compute/train_examples"]
+    assert q == 1 / math.ceil(examples / config.batch_size) and steps == 2 / q  # Poisson rate, expected epochs
+    accountant = RDPAccountant()
+    accountant.history = [(sigma, q, int(steps))]
+    assert metrics["privacy/epsilon"] == pytest.approx(accountant.get_epsilon(delta=1e-4), rel=1e-9)
+    assert 1.9 < metrics["privacy/epsilon"] <= 2.0  # Opacus calibrated the noise to the target
+    assert metrics["privacy/epsilon_rdp"] == metrics["privacy/epsilon"]
+    assert metrics["privacy/epsilon_pld"] == pytest.approx(metrics["privacy/epsilon_prv"], rel=0.05)
+    assert metrics["privacy/epsilon_prv"] <= metrics["privacy/epsilon_rdp"]
+    assert metrics["privacy/audit_canaries"] == 20 and metrics["privacy/audit_guesses"] == 10
+
+
+def test_opacus_hooks_give_exact_per_example_gradients_for_llama() -> None:
+    """hooks mode: Linear and (tied) Embedding by grad samplers, LlamaRMSNorm through functorch."""
+    from opacus import GradSampleModule
+
+    from tasks.memorization.train import example_losses
+
+    model = _tiny_llama(40, seed=4).train()
+    x = torch.randint(0, 40, (3, 10))
+    wrapped = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+    example_losses(wrapped, x).mean().backward()
+    samples = {name: p.grad_sample.clone() for name, p in model.named_parameters()}
+    assert any("norm" in name for name in samples) and "model.embed_tokens.weight" in samples
+    wrapped.zero_grad()
+    reference = _tiny_llama(40, seed=4).train()
+    for i in range(3):
+        reference.zero_grad()
+        example_losses(reference, x[i:i + 1]).sum().backward()
+        for name, p in reference.named_parameters():
+            torch.testing.assert_close(samples[name][i], p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_config_refuses_what_cannot_work() -> None:
+    cases = {"epsilon": {"method": "dpsgd", "epsilon": None},
+             "repetitions": {"repetitions": [3, 1]},
+             "distinct extraction": {"extraction_prompt_digits": 1},
+             "divisible": {"hidden_size": 30, "heads": 4},
+             "model_dir": {"model": "hf_dir"},
+             "audit": {"audit_canaries": 1}}
+    for message, overrides in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            _config(**overrides)
+    assert _config(method="nonprivate", epsilon=3.0).epsilon is None  # reset: equal computations hash equally
