@@ -249,3 +249,25 @@ def test_config_refuses_what_cannot_work() -> None:
         with pytest.raises(ConfigError, match=message):
             _config(**overrides)
     assert _config(method="nonprivate", epsilon=3.0).epsilon is None  # reset: equal computations hash equally
+
+
+def test_full_tier_fine_tunes_a_checkpoint_from_a_directory(tmp_path, tokenizer) -> None:
+    """The full tier's path (model=hf_dir, frozen embeddings, physical batches under DP) on a tiny checkpoint."""
+    from transformers import PreTrainedTokenizerFast
+
+    with_bos = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer, bos_token="<|endoftext|>",
+                                       eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    with_bos.save_pretrained(tmp_path)
+    _tiny_llama(len(with_bos), seed=7).save_pretrained(tmp_path)
+    task = get_task("memorization")
+    overrides = {**task.tier("full").smoke, "model_dir": str(tmp_path), "device": "cpu", "variant": "fp32",
+                 "candidates": 300, "audit_canaries": 10, "corpus_windows": 24, "seq_len": 40, "eval_tokens": 256,
+                 "prompt_tokens": 8, "canaries_per_repetition": 2, "score_batch": 100}
+    plain = _run(task.resolve("full", overrides))
+    private = _run(task.resolve("full", {**overrides, "method": "dpsgd", "epsilon": 8.0, "batch_size": 16,
+                                         "max_physical_batch": 4}))
+    for metrics in (plain, private):
+        assert math.isfinite(metrics["utility/perplexity"]) and 0 <= metrics["privacy/exposure_r64"] <= 29.9
+    assert 7.5 < private["privacy/epsilon"] <= 8.0
+    # Physical batches of 4 inside logical batches of about 16: steps are counted per logical batch.
+    assert private["privacy/steps"] == round(1 / private["privacy/sample_rate"])

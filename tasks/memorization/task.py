@@ -20,6 +20,7 @@ from suite.task import RunContext, Task, register_task
 
 SUPPORTED_REPETITIONS = (1, 2, 4, 8, 16, 32, 64, 128)
 _DP_KEYS = ("epsilon", "delta", "max_grad_norm", "accountant", "grad_sample_mode")
+_DP_OPTIONAL = ("max_physical_batch",)
 _ALL_R = (0, *SUPPORTED_REPETITIONS)
 
 
@@ -51,6 +52,7 @@ class MemorizationConfig(TaskConfig):
     warmup: float = Field(0.05, ge=0, lt=1)  # fraction of the steps spent warming up
     weight_decay: float = Field(0.1, ge=0)  # AdamW weight decay
     max_grad_norm: float | None = Field(1.0, gt=0)  # dpsgd: per-example clipping bound C
+    max_physical_batch: int | None = Field(None, ge=1)  # dpsgd: split logical batches to fit memory (Opacus)
     accountant: Literal["rdp", "prv"] | None = "rdp"  # dpsgd: calibrates the noise and reports privacy/epsilon
     grad_sample_mode: Literal["hooks", "functorch"] | None = "hooks"  # dpsgd: how Opacus gets per-example grads
     eval_tokens: int = Field(8192, ge=16)  # held-out tokens scored for perplexity
@@ -65,7 +67,7 @@ class MemorizationConfig(TaskConfig):
     def _privacy_keys_follow_method(cls, values: Any) -> Any:
         """Non-private runs have no privacy keys: reset them so that equal computations hash equally."""
         if isinstance(values, dict) and values.get("method", "nonprivate") == "nonprivate":
-            values = {**values, **{k: None for k in _DP_KEYS}}
+            values = {**values, **{k: None for k in (*_DP_KEYS, *_DP_OPTIONAL)}}
         return values
 
     @model_validator(mode="after")

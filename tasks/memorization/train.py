@@ -16,6 +16,7 @@ the quick model (1 thread, 32 x 32 tokens) it costs 2.0x a non-private step, aga
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -78,15 +79,18 @@ def train_model(model: Any, rows: np.ndarray, config: Any, *,
     total = config.epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total, config.warmup))
     steps, losses = 0, []
-    for epoch in range(config.epochs):
+    for _ in range(config.epochs):
         losses = []
-        for (x,) in loader:
-            loss = _step(model, optimizer, x.to(device))
-            schedule.step()
-            steps += 1
-            if loss is not None:
-                losses.append(loss)
-            progress(steps, total)
+        with _physical_batches(loader, optimizer, config.max_physical_batch if engine else None) as batches:
+            for (x,) in batches:
+                loss = _step(model, optimizer, x.to(device))
+                if loss is not None:
+                    losses.append(loss)
+                if getattr(optimizer, "_is_last_step_skipped", False):
+                    continue  # a physical batch inside a logical one: no step yet
+                schedule.step()
+                steps += 1
+                progress(steps, total)
     sigma = optimizer.noise_multiplier if engine is not None else None
     rate = _sample_rate(engine, loader, sigma, steps) if engine is not None else None
     return TrainingRecord(steps=steps, examples=len(rows), noise_multiplier=sigma, sample_rate=rate,
@@ -111,12 +115,24 @@ def _step(model: Any, optimizer: Any, x: torch.Tensor) -> float | None:
         # takes the step, noise only, as the accountant counts it.
         optimizer.step()
         return None
+    # With physical batches, the loss is the mean over a physical batch; Opacus' "mean" reduction
+    # turns it back into per-example gradients, and the step divides their clipped sum by the
+    # expected logical batch size.
     loss = example_losses(model, x).mean()
     if not math.isfinite(loss.item()):
         raise FloatingPointError(f"training loss is {loss.item()}")
     loss.backward()
     optimizer.step()
     return loss.item()
+
+
+def _physical_batches(loader: Any, optimizer: Any, size: int | None) -> Any:
+    """The loader itself, or Opacus' BatchMemoryManager splitting each logical batch into ``size`` rows."""
+    if size is None:
+        return contextlib.nullcontext(loader)
+    from opacus.utils.batch_memory_manager import BatchMemoryManager
+
+    return BatchMemoryManager(data_loader=loader, max_physical_batch_size=size, optimizer=optimizer)
 
 
 def _make_private(config: Any, model: Any, optimizer: Any, loader: Any) -> tuple[Any, Any, Any, Any]:
