@@ -271,3 +271,15 @@ def test_full_tier_fine_tunes_a_checkpoint_from_a_directory(tmp_path, tokenizer)
     assert 7.5 < private["privacy/epsilon"] <= 8.0
     # Physical batches of 4 inside logical batches of about 16: steps are counted per logical batch.
     assert private["privacy/steps"] == round(1 / private["privacy/sample_rate"])
+
+
+def test_the_model_cache_key_follows_what_changes_the_trained_model() -> None:
+    from suite.cache import cache_key
+    from tasks.memorization.store import training_key
+
+    base = cache_key(training_key(_config()))
+    for same in ({"variant": "int8"}, {"candidates": 500}, {"audit_guesses": 4}, {"eval_tokens": 64}):
+        assert cache_key(training_key(_config(**same))) == base, same
+    for other in ({"seed": 1}, {"method": "dpsgd"}, {"extraction_prompt_digits": 4}, {"lr": 0.001},
+                  {"repetitions": [1]}):
+        assert cache_key(training_key(_config(**other))) != base, other
