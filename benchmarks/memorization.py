@@ -20,7 +20,7 @@ _VARIANTS = ("fp32", "bf16", "int8", "fp8_rowwise", "pruned50")
 
 
 def _setting(p: dict[str, str]) -> tuple[str, float, int]:
-    eps = float(p["epsilon"]) if p.get("epsilon") not in (None, "None", "") else 0.0
+    eps = float(p["epsilon"]) if p.get("epsilon") not in (None, "None", "null", "") else 0.0
     name = f"dpsgd eps={eps:g}" if p["method"] == "dpsgd" else "nonprivate"
     variant = p.get("variant", "?")
     return name, eps, _VARIANTS.index(variant) if variant in _VARIANTS else 99

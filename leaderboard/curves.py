@@ -86,12 +86,15 @@ def _draw(section: Section, curve: CurveSpec, lines: dict[int, list], path: Path
             marker = _MARKERS[methods.index(row["method"]) % len(_MARKERS)]
             ax.errorbar(xs, ys, yerr=yerr if any(yerr) else None, fmt=f"-{marker}", ms=5, lw=1.3, capsize=3,
                         color=colours[i], label=row_label(row, section.settings))
+        for y, label in curve.guides:
+            ax.axhline(y, ls=":", lw=1.2, color="0.35", label=label)
         if curve.x_scale == "symlog":
             ax.set_xscale("symlog", linthresh=1.0)
         elif curve.x_scale == "log":
             ax.set_xscale("log")
-        ticks = sorted({x for x, _ in curve.points})
+        ticks = sorted({x for points in lines.values() for x, _, _ in points})  # the x values with data
         ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.minorticks_off()
         ax.set_xlabel(curve.x_label)
         ax.set_ylabel(curve.y_label)
         ax.set_title(f"{section.task} ({section.tier}): {curve.title}", fontsize=11)

@@ -35,15 +35,17 @@ class CurveSpec:
     points: tuple[tuple[float, str], ...]
     x_scale: str = "linear"
     description: str = ""
+    guides: tuple[tuple[float, str], ...] = ()
 
     @classmethod
     def from_json(cls, payload: Any) -> CurveSpec | None:
         """None for a malformed entry (a store is data; the site still renders)."""
         try:
             points = tuple((float(x), str(key)) for x, key in payload["points"])
+            guides = tuple((float(y), str(label)) for y, label in payload.get("guides") or [])
             return cls(str(payload["name"]), str(payload.get("title") or payload["name"]),
                        str(payload.get("x_label") or ""), str(payload.get("y_label") or ""), points,
-                       str(payload.get("x_scale") or "linear"), str(payload.get("description") or ""))
+                       str(payload.get("x_scale") or "linear"), str(payload.get("description") or ""), guides)
         except (KeyError, TypeError, ValueError):
             return None
 

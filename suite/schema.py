@@ -51,9 +51,11 @@ class Curve:
     points: tuple[tuple[float, str], ...]
     x_scale: Literal["linear", "log", "symlog"] = "linear"  # symlog: a log axis that also shows x = 0
     description: str = ""  # shown under the plot
+    guides: tuple[tuple[float, str], ...] = ()  # horizontal reference lines (y, label), e.g. a chance level
 
     def to_json(self) -> dict[str, object]:
-        return {**asdict(self), "points": [[x, key] for x, key in self.points]}
+        return {**asdict(self), "points": [[x, key] for x, key in self.points],
+                "guides": [[y, label] for y, label in self.guides]}
 
 
 # Metrics every run gets from the runner's meters, whatever the task.

@@ -18,7 +18,7 @@ from tests.leaderboard_store import Page, board
 
 CURVE = Curve("exposure", "exposure vs repetitions", "repetitions", "exposure [bits]",
               ((0, "privacy/exposure_r0"), (4, "privacy/exposure_r4"), (64, "privacy/exposure_r64")), "symlog",
-              "planted canaries")
+              "planted canaries", guides=((1.44, "chance"),))
 SCHEMA = {"utility/perplexity": Metric("lower", "ppl", "held-out perplexity"),
           "privacy/epsilon": Metric("lower", "epsilon", "spent budget"),
           **{key: Metric("lower", "bits", "exposure", per_privacy_unit=False) for _, key in CURVE.points}}
@@ -72,3 +72,11 @@ def test_declared_curve_is_drawn_with_a_line_per_configuration(site: Path) -> No
 
     build_site(Tracker(), again)
     assert (again / "plots" / plots[0].name).read_bytes() == plots[0].read_bytes()  # reproducible SVG
+
+
+def test_a_curve_reads_back_from_result_json_as_declared() -> None:
+    from leaderboard.schema import CurveSpec
+
+    spec = CurveSpec.from_json(CURVE.to_json())
+    assert (spec.name, spec.points, spec.x_scale, spec.guides) == (CURVE.name, CURVE.points, "symlog", CURVE.guides)
+    assert CurveSpec.from_json({"name": "broken", "points": [[1]]}) is None  # a malformed entry is skipped

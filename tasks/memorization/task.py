@@ -22,6 +22,7 @@ SUPPORTED_REPETITIONS = (1, 2, 4, 8, 16, 32, 64, 128)
 _DP_KEYS = ("epsilon", "delta", "max_grad_norm", "accountant", "grad_sample_mode")
 _DP_OPTIONAL = ("max_physical_batch",)
 _ALL_R = (0, *SUPPORTED_REPETITIONS)
+_LOG2E = 1.4426950408889634  # expected exposure of a secret the model never saw: rank uniform over the space
 
 
 class MemorizationConfig(TaskConfig):
@@ -127,12 +128,12 @@ class MemorizationTask(Task):
               "exposure [bits] (skew-normal fit)", tuple((r, f"privacy/exposure_r{r}") for r in _ALL_R), "symlog",
               "Mean exposure of the canaries at each repetition count; r = 0: secrets never trained on "
               "(about 1.44 bits is chance). A canary repeated r times is r examples: DP's guarantee for it is "
-              "that of a group of r."),
+              "that of a group of r.", guides=((_LOG2E, "chance: a secret never trained on (log2 e)"),)),
         Curve("exposure_rank", "exposure vs repetitions, rank in the sample",
               "repetitions r of the canary in the training set", "exposure [bits] (rank among the candidates)",
               tuple((r, f"privacy/exposure_rank_r{r}") for r in _ALL_R), "symlog",
               "The same from the canary's rank among the sampled candidates: exact up to sampling, but capped "
-              "at log2(candidates + 1)."),
+              "at log2(candidates + 1).", guides=((_LOG2E, "chance: a secret never trained on (log2 e)"),)),
         Curve("extraction", "extraction vs repetitions", "repetitions r of the canary in the training set",
               "fraction of canaries extracted", tuple((r, f"privacy/extraction_r{r}") for r in _ALL_R), "symlog",
               "Greedy decoding from the template and the secret's first digits reproduces the rest verbatim."),
