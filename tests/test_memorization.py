@@ -243,6 +243,8 @@ def test_config_refuses_what_cannot_work() -> None:
              "repetitions": {"repetitions": [3, 1]},
              "distinct extraction": {"extraction_prompt_digits": 1},
              "divisible": {"hidden_size": 30, "heads": 4},
+             "even width": {"hidden_size": 30, "heads": 2},
+             "hold a canary": {"seq_len": 10},
              "model_dir": {"model": "hf_dir"},
              "audit": {"audit_canaries": 1}}
     for message, overrides in cases.items():

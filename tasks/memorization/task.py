@@ -79,8 +79,12 @@ class MemorizationConfig(TaskConfig):
                 raise ValueError(f"method dpsgd needs {', '.join(missing)} (got null)")
         if self.model == "hf_dir" and not self.model_dir:
             raise ValueError("model=hf_dir needs model_dir (a local Hugging Face Llama directory)")
-        if self.hidden_size % self.heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by heads ({self.heads})")
+        if self.hidden_size % (2 * self.heads):
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by heads ({self.heads}) into "
+                             "heads of even width (rotary position embeddings rotate pairs)")
+        if self.seq_len <= self.secret_digits + 1 or self.eval_tokens < self.seq_len:
+            raise ValueError(f"seq_len ({self.seq_len}) must exceed secret_digits + 1 ({self.secret_digits + 1}) "
+                             f"to hold a canary, and eval_tokens ({self.eval_tokens}) must be at least seq_len")
         bad = sorted(set(self.repetitions) - set(SUPPORTED_REPETITIONS))
         if not self.repetitions or bad or sorted(set(self.repetitions)) != self.repetitions:
             raise ValueError(f"repetitions must be increasing distinct values from {SUPPORTED_REPETITIONS} "
