@@ -94,9 +94,19 @@ def _draw(section: Section, curve: CurveSpec, lines: dict[int, list], path: Path
             ax.set_xscale("log")
         ticks = sorted({x for points in lines.values() for x, _, _ in points})  # the x values with data
         ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.set_xlim(*_x_limits(ticks, curve.x_scale))  # guides span the axes: keep them from widening it
         ax.minorticks_off()
         ax.set_xlabel(curve.x_label)
         ax.set_ylabel(curve.y_label)
         ax.set_title(f"{section.task} ({section.tier}): {curve.title}", fontsize=11)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False, ncol=2)
         fig.savefig(path, format="svg", bbox_inches="tight", metadata={"Date": None})
+
+
+def _x_limits(xs: list[float], scale: str) -> tuple[float, float]:
+    """The data's x range with a margin that looks the same on the curve's scale."""
+    lo, hi = xs[0], xs[-1]
+    if scale == "linear" or lo == hi:
+        pad = 0.05 * (hi - lo) or 0.5
+        return lo - pad, hi + pad
+    return (lo - 0.3 if lo <= 0 else lo / 1.3), hi * 1.3
