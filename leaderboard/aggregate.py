@@ -93,7 +93,7 @@ def _section(task: str, tier: str, version: str, schema: TaskSchema, runs: pd.Da
     runs["config_id"] = [config_id(task, tier, version, dict(zip(params, values)))
                          for values in runs[params].itertuples(index=False)]
     runs["used"] = _used(runs)
-    runs = _split_privacy(runs)
+    runs = _split_privacy(runs, schema)
     runs["audit_contradicts"] = audit_contradicts(runs)
     columns = _columns(runs, schema)
     configs = _configs(runs, params)
@@ -117,10 +117,16 @@ def _used(runs: pd.DataFrame) -> pd.Series:
     return runs["run_id"].isin(newest)
 
 
-def _split_privacy(runs: pd.DataFrame) -> pd.DataFrame:
-    """``metrics.privacy/x`` -> one column per unit of privacy; runs of unit ``none`` get none."""
+def _split_privacy(runs: pd.DataFrame, schema: TaskSchema) -> pd.DataFrame:
+    """``metrics.privacy/x`` -> one column per unit of privacy; runs of unit ``none`` get none.
+
+    A metric declared with ``per_privacy_unit=False`` (a measurement of the model, such as the
+    exposure of planted canaries) stays one column with every run's value.
+    """
     units = sorted(set(runs["privacy_unit"]) - {"none", ""})
     for column in [c for c in runs if c.startswith("metrics.privacy/")]:
+        if not schema.spec(column.removeprefix("metrics.")).per_privacy_unit:
+            continue
         for unit in units:
             runs[f"{column} [{unit}]"] = runs[column].where(runs["privacy_unit"] == unit)
         runs = runs.drop(columns=column)

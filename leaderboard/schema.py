@@ -17,6 +17,32 @@ from suite.schema import AXES, Metric
 _UNKNOWN = Metric("none")
 
 
+@dataclass(frozen=True)
+class CurveSpec:
+    """A line per configuration through metrics (``Curve`` in ``suite.schema``), as ``result.json`` has it."""
+
+    name: str
+    title: str
+    x_label: str
+    y_label: str
+    points: tuple[tuple[float, str], ...]
+    x_scale: str = "linear"
+    description: str = ""
+    guides: tuple[tuple[float, str], ...] = ()
+
+    @classmethod
+    def from_json(cls, payload: Any) -> CurveSpec | None:
+        """None for a malformed entry (a store is data; the site still renders)."""
+        try:
+            points = tuple((float(x), str(key)) for x, key in payload["points"])
+            guides = tuple((float(y), str(label)) for y, label in payload.get("guides") or [])
+            return cls(str(payload["name"]), str(payload.get("title") or payload["name"]),
+                       str(payload.get("x_label") or ""), str(payload.get("y_label") or ""), points,
+                       str(payload.get("x_scale") or "linear"), str(payload.get("description") or ""), guides)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 @dataclass
 class TaskSchema:
     """The result schema of one task version, merged over its configs' ``result.json`` files."""
@@ -26,6 +52,7 @@ class TaskSchema:
     description: str = ""
     pareto: list[tuple[str, str]] = field(default_factory=list)
     metrics: dict[str, Metric] = field(default_factory=dict)
+    curves: list[CurveSpec] = field(default_factory=list)
 
     def merge(self, payload: dict[str, Any]) -> None:
         """Add what one ``result.json`` declares (phase timers differ between configs)."""
@@ -37,6 +64,10 @@ class TaskSchema:
         for key, spec in declared.items():
             if key not in self.metrics and isinstance(spec, dict):
                 self.metrics[key] = _metric(spec)
+        for entry in payload.get("curves") or []:
+            curve = CurveSpec.from_json(entry)
+            if curve is not None and curve.name not in {c.name for c in self.curves}:
+                self.curves.append(curve)
 
     def spec(self, key: str) -> Metric:
         return self.metrics.get(key, _UNKNOWN)
@@ -45,7 +76,7 @@ class TaskSchema:
 def _metric(spec: dict[str, Any]) -> Metric:
     direction = spec.get("direction")
     return Metric(direction if direction in ("higher", "lower") else "none", str(spec.get("unit") or ""),
-                  str(spec.get("description") or ""))
+                  str(spec.get("description") or ""), spec.get("per_privacy_unit") is not False)
 
 
 def axis_of(key: str) -> str:

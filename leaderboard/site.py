@@ -7,7 +7,7 @@ static host)::
     claims.html                 the papers' claims: a verdict per claim and tier, with the pairs behind it
     tasks/<task>.html           a table per tier and task version, plots, failed runs
     config/<config id>.html     one configuration: resolved config, aggregates, runs per seed
-    plots/<task>-....svg        Pareto plots
+    plots/<task>-....svg        Pareto plots and the curves tasks declare
     data/<task>.csv, .json      the aggregated tables
     data/claims.json            the claims' verdicts (id, paper, statement, tier, metric, effect, ci_low, ...)
 """
@@ -25,6 +25,7 @@ import pandas as pd
 from leaderboard.aggregate import STATS, Section
 from leaderboard.claims_page import claims_json, claims_summary, claims_view
 from leaderboard.configs import config_view
+from leaderboard.curves import curve_plots
 from leaderboard.plots import pareto_plots
 from leaderboard.views import failures_view, headline_view, table_view, task_counts
 
@@ -66,8 +67,12 @@ def _task_files(env: Any, task: str, sections: list[Section], runs: pd.DataFrame
     for section in sections:  # sections come newest version first within a tier
         newest.setdefault(section.tier, section.version)
         plots = pareto_plots(section, out / "plots")
-        written += [out / "plots" / p.filename for p in plots]
-        views.append(_section_view(section, plots, older=newest[section.tier] != section.version))
+        curves = curve_plots(section, out / "plots")
+        written += [out / "plots" / p.filename for p in [*plots, *curves]]
+        view = _section_view(section, plots, older=newest[section.tier] != section.version)
+        view["curves"] = [{"src": f"../plots/{c.filename}", "title": c.title, "description": c.description}
+                          for c in curves]
+        views.append(view)
         written += _config_pages(env, section, out, f"tasks/{slug}.html")
     description = next((s.schema.description for s in sections if s.schema.description), "")
     page = {"name": task, "description": description, "counts": task_counts(runs), "sections": views,

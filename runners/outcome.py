@@ -106,6 +106,7 @@ def result_summary(task: type[Task], cell: Cell, result: CellResult) -> dict[str
         "description": task.description,
         "privacy_unit": task().privacy_unit(config),
         "pareto": [list(pair) for pair in task.pareto],
+        "curves": [curve.to_json() for curve in task.curves],
         "schema": {key: metric.to_json() for key, metric in sorted(task.result_schema(result.phases).items())},
     }
 

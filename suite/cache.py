@@ -30,6 +30,7 @@ parse or lacks an expected array of the expected shape is recomputed and replace
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os

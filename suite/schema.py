@@ -26,9 +26,36 @@ class Metric:
     direction: Direction
     unit: str = ""
     description: str = ""
+    # Privacy metrics are shown per unit of privacy (example, label, client): a guarantee holds for one
+    # unit and runs without one have none. False for a measurement of the trained model that means the
+    # same on every run, private or not (the exposure of planted canaries): one column across all runs.
+    per_privacy_unit: bool = True
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, str | bool]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A line per configuration through declared metrics, e.g. exposure against repetitions.
+
+    ``points`` pairs each x value with the metric key whose mean is y there; the leaderboard draws
+    one line per configuration of a table (mean over seeds, 95% CI as error bars), from the runs'
+    ``result.json`` (it never imports the task).
+    """
+
+    name: str  # short id, used in the plot's file name
+    title: str
+    x_label: str
+    y_label: str
+    points: tuple[tuple[float, str], ...]
+    x_scale: Literal["linear", "log", "symlog"] = "linear"  # symlog: a log axis that also shows x = 0
+    description: str = ""  # shown under the plot
+    guides: tuple[tuple[float, str], ...] = ()  # horizontal reference lines (y, label), e.g. a chance level
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "points": [[x, key] for x, key in self.points],
+                "guides": [[y, label] for y, label in self.guides]}
 
 
 # Metrics every run gets from the runner's meters, whatever the task.

@@ -40,7 +40,7 @@ from suite.errors import UsageError
 from suite.method import Method, MethodRegistry
 from suite.claims import Claim, check_claims
 from suite.registry import Registry
-from suite.schema import COMMON_METRICS, PRIVACY_UNITS, Metric, check_schema
+from suite.schema import COMMON_METRICS, PRIVACY_UNITS, Curve, Metric, check_schema
 
 __all__ = ["TASKS", "RunContext", "Task", "discover", "get_task", "register_task"]
 
@@ -74,7 +74,8 @@ class Task:
     Optional: ``run`` (default: the method's own ``run``), ``version`` (bump it when results
     stop being comparable), ``description``, ``reference`` (the run a slowdown is measured
     against; default: the method's), ``pareto`` (the metric pairs the leaderboard plots),
-    ``claims`` (the paper's claims, tested by ``suite claims``; see :mod:`suite.claims`) and
+    ``claims`` (the paper's claims, tested by ``suite claims``; see :mod:`suite.claims`),
+    ``curves`` (lines through metrics the leaderboard draws, :class:`~suite.schema.Curve`) and
     ``preload`` (heavy modules a sweep imports once, up front).
     """
 
@@ -89,6 +90,8 @@ class Task:
     pareto: ClassVar[tuple[tuple[str, str], ...]] = ()
     # The paper's claims as paired comparisons of the task's configurations (suite/claims.py).
     claims: ClassVar[tuple[Claim, ...]] = ()
+    # Lines through metrics (e.g. exposure at 1, 4, 16, 64 repetitions), one per configuration.
+    curves: ClassVar[tuple[Curve, ...]] = ()
 
     def run(self, config: Any, ctx: RunContext) -> dict[str, float]:
         """Run one configuration and return its metrics: by default, the config's method runs it."""
@@ -132,6 +135,10 @@ class Task:
             if missing:
                 raise TypeError(f"task {cls.__name__}: pareto pair {pair} names undeclared metrics {missing}")
         check_claims(cls)
+        for curve in cls.curves:
+            missing = [key for _, key in curve.points if key not in cls.result_schema()]
+            if missing:
+                raise TypeError(f"task {cls.__name__}: curve {curve.name!r} names undeclared metrics {missing}")
 
     @classmethod
     def methods(cls) -> tuple[str, ...]:
