@@ -83,7 +83,8 @@ def record_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult)
     task = get_task(cell.task)
     summary = {"task": cell.task, "task_version": task.version, "tier": cell.tier, "config": cell.config,
                "config_hash": cell.hash, "git_commit": git_commit(), "suite_version": suite.__version__,
-               "description": task.description, "pareto": [list(pair) for pair in task.pareto]}
+               "description": task.description, "pareto": [list(pair) for pair in task.pareto],
+               "notes": list(task.notes)}
     tracker.finish(run_id, result.metrics, schema=task.result_schema(result.phases),
                    environment=result.environment, summary=summary, history=result.history)
 

@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 
 from suite.config import TaskConfig, Tier, build_config, load_tier
 from suite.errors import UsageError
+from suite.privacy import SAMPLERS
 from suite.registry import Registry
 from suite.schema import COMMON_METRICS, PRIVACY_UNITS, Metric, check_schema
 
@@ -107,9 +108,9 @@ class Task(abc.ABC):
     * ``run(config, ctx)``: do the work, return ``{metric key: float}``.
 
     Optional: ``version`` (bump it when results stop being comparable), ``description``,
-    ``privacy_unit`` and ``accountant`` (tags), ``reference`` (the run a slowdown is
-    measured against), ``pareto`` (the metric pairs the leaderboard plots) and ``preload``
-    (heavy modules a sweep imports once, up front).
+    ``privacy_unit``, ``accountant`` and ``sampler`` (tags), ``reference`` (the run a slowdown is
+    measured against), ``pareto`` (the metric pairs the leaderboard plots), ``notes`` (caveats the
+    leaderboard shows on the family page) and ``preload`` (heavy modules a sweep imports once, up front).
     """
 
     name: ClassVar[str] = ""
@@ -120,6 +121,9 @@ class Task(abc.ABC):
     preload: ClassVar[tuple[str, ...]] = ()
     # (x metric, y metric) pairs the leaderboard draws as Pareto plots, e.g. accuracy vs epsilon.
     pareto: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # Task-level caveats a reader of the results must know (e.g. "hyperparameters were tuned without
+    # accounting"): written into every run's result.json and shown on the leaderboard's family page.
+    notes: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def run(self, config: Any, ctx: RunContext) -> dict[str, float]:
@@ -133,6 +137,11 @@ class Task(abc.ABC):
         """The accountant behind ``privacy/epsilon`` (``none`` when there is none)."""
         return "none"
 
+    def sampler(self, config: Any) -> str | None:
+        """How the accountant's mechanism drew its batches (``poisson``, ``fixed_size`` or ``none``, see
+        :mod:`suite.privacy`), tagged ``privacy.sampler``; ``None`` when no accountant analyses the run."""
+        return None
+
     def reference(self, config: Any) -> TaskConfig | None:
         """The config whose run this one's slowdown is measured against, if any."""
         return None
@@ -144,6 +153,8 @@ class Task(abc.ABC):
         if not isinstance(getattr(cls, "Config", None), type) or not issubclass(cls.Config, TaskConfig):
             raise TypeError(f"task {cls.__name__} must set Config to a TaskConfig subclass")
         check_schema(cls.metrics)
+        if not isinstance(cls.notes, tuple) or not all(isinstance(n, str) and n.strip() for n in cls.notes):
+            raise TypeError(f"task {cls.__name__}: notes must be a tuple of non-empty strings")
         for pair in cls.pareto:
             missing = [k for k in pair if k not in cls.result_schema() and not _is_phase_time(k)]
             if missing:
@@ -183,7 +194,13 @@ class Task(abc.ABC):
         unit = self.privacy_unit(config)
         if unit not in PRIVACY_UNITS:
             raise ValueError(f"{self.name}: privacy unit {unit!r} not in {PRIVACY_UNITS}")
-        return {"privacy.unit": unit, "privacy.accountant": self.accountant(config)}
+        tags = {"privacy.unit": unit, "privacy.accountant": self.accountant(config)}
+        sampler = self.sampler(config)
+        if sampler is not None:
+            if sampler not in SAMPLERS:
+                raise ValueError(f"{self.name}: sampler {sampler!r} not in {SAMPLERS}")
+            tags["privacy.sampler"] = sampler
+        return tags
 
 
 def _is_phase_time(key: str) -> bool:
