@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runners.local import run_one
+from suite.privacy import EPSILON_METRICS, SAMPLERS, accountants_for
 from suite.schema import AXES, PRIVACY_UNITS
 from suite.task import discover
 
@@ -55,8 +56,13 @@ def test_smallest_config_of_every_method_runs_and_logs_the_contract(name: str, s
         assert any(k.startswith("utility/") for k in metrics)
         if run.data.tags["privacy.unit"] != "none":
             assert metrics["privacy/epsilon"] > 0 and run.data.tags["privacy.accountant"] != "none"
+        sampler = run.data.tags.get("privacy.sampler")
+        if sampler is not None:  # an accountant analyses it: every accountant that can has its say
+            assert sampler in SAMPLERS
+            assert {EPSILON_METRICS[a] for a in accountants_for(sampler)} <= set(metrics)
         result = json.loads(Path(store.client.download_artifacts(outcome.run_id, "result.json")).read_text())
         assert set(result["metrics"]) == set(metrics)
+        assert result["notes"] == list(task.notes)
         assert result["config"] == config.model_dump(mode="json")
 
 
