@@ -26,6 +26,7 @@ def config_view(section: Section, config: pd.Series) -> dict[str, Any]:
         "task": section.task, "tier": section.tier, "version": section.version,
         "privacy_unit": config["privacy_unit"],
         "accountants": ", ".join(sorted(set(runs["accountant"]) - {""})) or "none",
+        "samplers": ", ".join(sorted(set(runs["sampler"]) - {""})) or "none",
         "params": [(k, "null" if v == "" else v) for k, v in sorted(params)],
         "seeds": ", ".join(str(int(s)) for s in sorted(set(finished["seed"].dropna()))) or "none",
         "aggregates": _aggregates(section, config_id),

@@ -199,6 +199,8 @@ def test_accountants_spread_beside_the_claim_in_the_table_and_on_the_config_page
     per_run = re.search(r'<th title="privacy/epsilon_spread:[^"]*">epsilon_spread \[example\].*?</tr>', per_run_table,
                         re.S)
     assert re.findall(r'<td class="num">([^<]*)</td>', per_run.group(0)) == ["0.93–0.99", "0.92–0.98"]  # pld–rdp
+    real = _config_page_by_method(site, "dpsgd", "dpsgd").read_text()
+    assert "accountant: rdp · sampler: poisson" in real  # the privacy.sampler tag of a real dpsgd run
     for name in ("rdp", "prv", "pld"):  # each accountant's own value stays on the configuration page
         assert f"epsilon_{name} [example]" in page
     data = json.loads((site / "data" / "privtoy.json").read_text())["sections"][0]
