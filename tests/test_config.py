@@ -126,3 +126,10 @@ def test_suite_run_with_infinite_epsilon_exits_2_and_writes_nothing(tmp_path) ->
     done = suite_cli("run", "dpsgd", "--set", "epsilon=inf", cwd=tmp_path)
     assert done.returncode == 2 and "epsilon must be a finite number (got 'inf')" in done.stderr
     assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", discover().names())
+def test_every_tiers_smoke_config_validates(name: str) -> None:
+    task = get_task(name)
+    for tier in task.tiers():
+        task.resolve(tier, task.tier(tier).smoke)
