@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from leaderboard.privacy import AUDIT, CLAIM, add_spread, add_spread_ends, beside_claim, spec_of
 from leaderboard.schema import TaskSchema, axis_of
 from suite.config import canonical_json
 from suite.schema import AXES
@@ -93,12 +94,12 @@ def _section(task: str, tier: str, version: str, schema: TaskSchema, runs: pd.Da
     runs["config_id"] = [config_id(task, tier, version, dict(zip(params, values)))
                          for values in runs[params].itertuples(index=False)]
     runs["used"] = _used(runs)
-    runs = _split_privacy(runs, schema)
+    runs = add_spread(_split_privacy(runs, schema))
     runs["audit_contradicts"] = audit_contradicts(runs)
     columns = _columns(runs, schema)
     configs = _configs(runs, params)
     settings = _settings(configs, params)
-    table = _aggregate(runs[runs["used"]], configs, columns)
+    table = add_spread_ends(_aggregate(runs[runs["used"]], configs, columns), runs[runs["used"]])
     section = Section(task, tier, version, schema, columns, settings, table, runs, configs)
     section.best = best_per_column(table, columns)
     return section
@@ -133,10 +134,6 @@ def _split_privacy(runs: pd.DataFrame, schema: TaskSchema) -> pd.DataFrame:
     return runs
 
 
-AUDIT = "privacy/audit_epsilon_lb"
-CLAIM = "privacy/epsilon"
-
-
 def audit_contradicts(runs: pd.DataFrame) -> pd.Series:
     """Per run: does its audit's epsilon lower bound (95% confidence) exceed the epsilon it claims?
 
@@ -157,14 +154,15 @@ def _columns(runs: pd.DataFrame, schema: TaskSchema) -> list[Column]:
     out = []
     for key in present:
         metric, _, unit = key.partition(" [")
-        spec = schema.spec(metric)
+        spec = spec_of(metric, schema.spec(metric))
         out.append(Column(key, metric, spec.direction, spec.unit, spec.description, unit.rstrip("]") or None))
 
     def order(col: Column) -> tuple:
         axis = AXES.index(col.axis) if col.axis in AXES else len(AXES)
-        metric = CLAIM if col.metric == AUDIT else col.metric  # the audit's bound sits beside the claim
+        beside = beside_claim(col.metric)  # the spread, the accountants and the audit's bound follow the claim
+        metric = CLAIM if beside is not None else col.metric
         first = pareto.index(metric) if metric in pareto else len(pareto)
-        return axis, first, metric, col.privacy_unit or "", col.metric == AUDIT
+        return axis, first, metric, col.privacy_unit or "", beside or 0
 
     return sorted(out, key=order)
 

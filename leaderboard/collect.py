@@ -20,7 +20,8 @@ from suite.tracking import TERMINAL, Tracker
 # Contract tags -> the short column names used from here on.
 _TAGS = {"suite.task": "task", "suite.tier": "tier", "suite.method": "method", "suite.seed": "seed",
          "suite.config_hash": "config_hash", "suite.git_commit": "git_commit", "suite.version": "suite_version",
-         "privacy.unit": "privacy_unit", "privacy.accountant": "accountant", "suite.failure_reason": "failure_reason"}
+         "privacy.unit": "privacy_unit", "privacy.accountant": "accountant", "privacy.sampler": "sampler",
+         "suite.failure_reason": "failure_reason"}
 _ENV = {"python": "python", "torch": "torch", "cpu": "cpu", "torch_threads": "threads", "cpu_count": "cpu_count"}
 
 
@@ -28,7 +29,7 @@ def collect(tracker: Tracker) -> tuple[pd.DataFrame, dict[tuple[str, str], TaskS
     """Every ended suite run of the store as a row, and ``(task, task_version) -> schema``.
 
     Columns: ``run_id, status, start_time, end_time, artifact_uri, task, tier, task_version, method, seed,
-    config_hash, git_commit, suite_version, privacy_unit, accountant, failure_reason``,
+    config_hash, git_commit, suite_version, privacy_unit, accountant, sampler, failure_reason``,
     ``env_*`` (python, torch, cpu, threads), ``params.<key>`` and ``metrics.<key>``. Rows are
     sorted by task, tier, start time and run id, so that a rebuild sees the same order.
     """

@@ -7,7 +7,8 @@ from typing import Any
 import pandas as pd
 
 from leaderboard.aggregate import AUDIT, CLAIM, Section, row_label
-from leaderboard.views import audit_note, column_header, exact, fmt, when
+from leaderboard.privacy import SPREAD
+from leaderboard.views import accountants_title, audit_note, column_header, exact, fmt, spread_text, when
 
 _ENV = (("python", "env_python"), ("torch", "env_torch"), ("cpu", "env_cpu"), ("threads", "env_threads"))
 
@@ -25,6 +26,7 @@ def config_view(section: Section, config: pd.Series) -> dict[str, Any]:
         "task": section.task, "tier": section.tier, "version": section.version,
         "privacy_unit": config["privacy_unit"],
         "accountants": ", ".join(sorted(set(runs["accountant"]) - {""})) or "none",
+        "samplers": ", ".join(sorted(set(runs["sampler"]) - {""})) or "none",
         "params": [(k, "null" if v == "" else v) for k, v in sorted(params)],
         "seeds": ", ".join(str(int(s)) for s in sorted(set(finished["seed"].dropna()))) or "none",
         "aggregates": _aggregates(section, config_id),
@@ -60,11 +62,15 @@ def _aggregates(section: Section, config_id: str) -> list[dict[str, Any]]:
         mean = row[f"{col.key} mean"]
         if pd.isna(mean):
             continue
-        out.append({**column_header(col), "mean": fmt(mean), "value": exact(mean),
+        shown = fmt(mean)
+        if col.metric == SPREAD:  # the accountants' range, and the spread itself
+            shown = f"{spread_text(row[f'{col.key} lo'], row[f'{col.key} hi'])} (spread {fmt(mean)})"
+        out.append({**column_header(col), "mean": shown, "value": exact(mean),
                     "ci": fmt(row[f"{col.key} ci95"]), "std": fmt(row[f"{col.key} std"]),
                     "n": int(row[f"{col.key} n"]), "best": config_id in section.best.get(col.key, set()),
                     "tie": config_id in section.ties.get(col.key, set()),
-                    "mark_note": section.mark_notes.get(col.key, "")})
+                    "mark_note": section.mark_notes.get(col.key, ""),
+                    "note": accountants_title(section, row, col) if col.metric == SPREAD else ""})
     return out
 
 
@@ -86,7 +92,12 @@ def _per_run(section: Section, finished: pd.DataFrame) -> list[dict[str, Any]]:
         values = finished[f"metrics.{col.key}"] if f"metrics.{col.key}" in finished else pd.Series(dtype=float)
         if values.isna().all():
             continue
-        out.append({**column_header(col), "cells": [fmt(v) for v in values]})
+        cells = [fmt(v) for v in values]
+        if col.metric == SPREAD:  # each run's smallest–largest epsilon over the accountants
+            unit = col.key.removeprefix(SPREAD)
+            cells = [spread_text(lo, hi) if not pd.isna(v) else fmt(v)
+                     for v, lo, hi in zip(values, finished[f"spread_lo{unit}"], finished[f"spread_hi{unit}"])]
+        out.append({**column_header(col), "cells": cells})
     return out
 
 

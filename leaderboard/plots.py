@@ -4,7 +4,9 @@ Points are configurations (means over seeds) with 95% confidence intervals as er
 The front (points no other point beats on both axes) is joined by a line; dominated points
 are drawn hollow and light. A privacy axis holds one unit of privacy only: a task with
 example-level and label-level rows gets one plot per unit. Non-private configurations,
-which have no epsilon, are drawn as dashed horizontal lines on plots over a privacy axis.
+which have no epsilon, are drawn as dashed horizontal lines on plots over a privacy axis. Over the
+claimed epsilon, a light band behind each point spans its accountants' smallest to largest epsilon.
+A metric the board never ranks (a data-dependent epsilon, a single accountant's) is never an axis.
 
 The SVG is byte-for-byte reproducible: a fixed hash salt for element ids and no date.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from leaderboard.aggregate import Column, Section, row_label
+from leaderboard.privacy import CLAIM, NEVER_RANKED, SPREAD
 from leaderboard.summary import pareto_front
 
 _RC = {"svg.hashsalt": "leaderboard", "svg.fonttype": "path", "font.size": 10, "axes.grid": True,
@@ -57,6 +60,8 @@ def _axis_pairs(section: Section) -> list[tuple[Column, Column]]:
     """Columns for each declared (x, y) pair; a privacy metric yields one pair per unit of privacy."""
     out = []
     for x_metric, y_metric in section.schema.pareto:
+        if x_metric in NEVER_RANKED or y_metric in NEVER_RANKED:
+            continue
         for x in [c for c in section.columns if c.metric == x_metric]:
             for y in [c for c in section.columns if c.metric == y_metric]:
                 if x.privacy_unit and y.privacy_unit and x.privacy_unit != y.privacy_unit:
@@ -84,6 +89,7 @@ def _draw(section: Section, rows: pd.DataFrame, references: pd.DataFrame, x: Col
         front = pareto_front(xs, ys, x_direction=x.direction, y_direction=y.direction)
         colours = _colours(len(section.table))  # by table row: a configuration has one colour in every plot
         for i, on_front in zip(rows.index, front):
+            _spread_band(ax, rows.loc[i], x, y, colours[i])
             _point(ax, rows.loc[i], x, y, colours[i], on_front, row_label(rows.loc[i], section.settings))
         ordered = sorted((a, b) for a, b, f in zip(xs, ys, front) if f)
         if len(ordered) > 1:
@@ -105,6 +111,17 @@ def _point(ax, row: pd.Series, x: Column, y: Column, colour: tuple, on_front: bo
     ax.errorbar(row[f"{x.key} mean"], row[f"{y.key} mean"], xerr=xerr, yerr=yerr, fmt="o", ms=6, capsize=3,
                 color=colour, mfc=colour if on_front else "white", alpha=1.0 if on_front else 0.45,
                 zorder=3 if on_front else 2, label=label + ("" if on_front else " (dominated)"))
+
+
+def _spread_band(ax, row: pd.Series, x: Column, y: Column, colour: tuple) -> None:  # noqa: ANN001
+    """The accountants' range of the claimed epsilon, as a wide translucent bar behind the point."""
+    if x.metric != CLAIM:
+        return
+    spread = x.key.replace(CLAIM, SPREAD, 1)
+    lo, hi = row.get(f"{spread} lo"), row.get(f"{spread} hi")
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return
+    ax.hlines(row[f"{y.key} mean"], lo, hi, colors=[colour], linewidths=7, alpha=0.25, zorder=1)
 
 
 def _err(half_width: float) -> float | None:

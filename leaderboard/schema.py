@@ -53,10 +53,14 @@ class TaskSchema:
     pareto: list[tuple[str, str]] = field(default_factory=list)
     metrics: dict[str, Metric] = field(default_factory=dict)
     curves: list[CurveSpec] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the task's caveats (Task.notes), from result.json only
 
     def merge(self, payload: dict[str, Any]) -> None:
         """Add what one ``result.json`` declares (phase timers differ between configs)."""
         self.description = self.description or str(payload.get("description") or "")
+        for note in payload.get("notes") or []:
+            if isinstance(note, str) and note.strip() and note not in self.notes:
+                self.notes.append(note)
         for pair in payload.get("pareto") or []:
             if len(pair) == 2 and tuple(pair) not in self.pareto:
                 self.pareto.append((str(pair[0]), str(pair[1])))

@@ -27,9 +27,11 @@ from leaderboard.claims_page import claims_json, claims_summary, claims_view
 from leaderboard.configs import config_view
 from leaderboard.curves import curve_plots
 from leaderboard.plots import pareto_plots
+from leaderboard.privacy import SPREAD
 from leaderboard.views import failures_view, headline_view, table_view, task_counts
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
+_ENDS = {SPREAD: ("lo", "hi")}  # the accountants' smallest and largest epsilon (means over seeds)
 
 
 def write_site(runs: pd.DataFrame, sections: list[Section], out: Path,
@@ -88,6 +90,7 @@ def _task_files(env: Any, task: str, sections: list[Section], runs: pd.DataFrame
 def _section_view(section: Section, plots: list, older: bool) -> dict[str, Any]:
     title = f"{section.tier} tier · task version {section.version}"
     return {"title": title, "anchor": _slug(section.slug), "older": older, "table": table_view(section, "../"),
+            "notes": list(section.schema.notes),
             "headlines": headline_view(section, "../"), "failures": failures_view(section, "../"),
             "plots": [{"src": f"../plots/{p.filename}", "title": p.title} for p in plots]}
 
@@ -137,12 +140,13 @@ def _json_section(s: Section) -> dict[str, Any]:
     rows = []
     for _, row in s.table.iterrows():
         config = {c.removeprefix("params."): _param(row[c]) for c in s.table if c.startswith("params.")}
-        metrics = {c.key: {stat: _number(row[f"{c.key} {stat}"]) for stat in STATS} for c in s.columns
-                   if not pd.isna(row[f"{c.key} mean"])}
+        metrics = {c.key: {stat: _number(row[f"{c.key} {stat}"]) for stat in (*STATS, *_ENDS.get(c.metric, ()))}
+                   for c in s.columns if not pd.isna(row[f"{c.key} mean"])}
         rows.append({"config_id": row["config_id"], "method": row["method"], "privacy_unit": row["privacy_unit"],
                      "seeds": int(row["seeds"]), "failed": int(row["failed"]), "killed": int(row["killed"]),
                      "config": config, "metrics": metrics})
-    return {"tier": s.tier, "task_version": s.version, "columns": columns, "rows": rows}
+    return {"tier": s.tier, "task_version": s.version, "notes": list(s.schema.notes), "columns": columns,
+            "rows": rows}
 
 
 def _param(text: str) -> Any:

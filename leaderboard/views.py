@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from leaderboard.aggregate import AUDIT, CLAIM, Column, Section, row_label
+from leaderboard.privacy import ACCOUNTANTS, SPREAD
 from leaderboard.summary import headlines
 
 _ARROWS = {"higher": "↑", "lower": "↓"}
@@ -69,6 +70,12 @@ def column_header(col: Column) -> dict[str, str]:
             "axis": col.axis, "type": "num"}
 
 
+def table_columns(section: Section) -> list[Column]:
+    """The columns of the family table: all but the per-accountant epsilons, which the spread column
+    sums up (its cell's title lists them; the configuration page and the downloads keep them)."""
+    return [c for c in section.columns if c.metric not in ACCOUNTANTS]
+
+
 def table_view(section: Section, root: str = "") -> dict[str, Any]:
     """Headers grouped by axis, and one row per configuration with mean, CI and the best marked."""
     config_headers = [_plain_header("method", "text", "the method compared (config key method)")]
@@ -78,12 +85,13 @@ def table_view(section: Section, root: str = "") -> dict[str, Any]:
         config_headers.append(_plain_header(key, kind, f"config key {key}"))
     config_headers.append(_plain_header("seeds", "num", "FINISHED runs aggregated (one per seed)"))
     groups = [{"label": "configuration", "span": len(config_headers), "axis": "config"}]
-    for col in section.columns:
+    for col in table_columns(section):
         if groups[-1]["axis"] != col.axis:
             groups.append({"label": col.axis, "span": 0, "axis": col.axis})
         groups[-1]["span"] += 1
     rows = [_row(section, row, root) for _, row in section.table.iterrows()]
-    return {"groups": groups, "headers": config_headers + [column_header(c) for c in section.columns], "rows": rows}
+    headers = config_headers + [column_header(c) for c in table_columns(section)]
+    return {"groups": groups, "headers": headers, "rows": rows}
 
 
 def _plain_header(label: str, kind: str, title: str) -> dict[str, str]:
@@ -99,19 +107,35 @@ def _row(section: Section, row: pd.Series, root: str) -> dict[str, Any]:
                       "value": "" if value in ("", "null") else str(value)})
     cells.append({"kind": "setting", "text": str(int(row["seeds"])), "value": str(int(row["seeds"]))})
     contradicted = int(row.get("contradicted", 0))
-    for col in section.columns:
+    for col in table_columns(section):
         mean, half, n = row[f"{col.key} mean"], row[f"{col.key} ci95"], row[f"{col.key} n"]
         flag = contradicted > 0 and col.metric in (CLAIM, AUDIT) and not pd.isna(mean)
         best = row["config_id"] in section.best.get(col.key, set())
         tie = row["config_id"] in section.ties.get(col.key, set())
-        cells.append({"kind": "metric", "text": fmt(mean), "value": exact(mean),
-                      "ci": fmt_ci(half),
-                      "n": int(n) if not pd.isna(n) else 0,
-                      "best": best, "tie": tie, "mark_note": section.mark_notes.get(col.key, "") if best or tie else "",
-                      "metric": col.key, "contradicted": flag})
+        cell = {"kind": "metric", "text": fmt(mean), "value": exact(mean), "ci": fmt_ci(half),
+                "n": int(n) if not pd.isna(n) else 0, "best": best, "tie": tie,
+                "mark_note": section.mark_notes.get(col.key, "") if best or tie else "",
+                "metric": col.key, "contradicted": flag, "title": ""}
+        if col.metric == SPREAD and not pd.isna(mean):
+            cell.update(text=spread_text(row[f"{col.key} lo"], row[f"{col.key} hi"]), ci="",
+                        title=accountants_title(section, row, col))
+        cells.append(cell)
     problems = int(row["failed"]) + int(row["killed"])
     return {"config_id": row["config_id"], "cells": cells, "label": row_label(row, section.settings),
             "problems": problems, "contradicted": contradicted, "audit_note": audit_note(contradicted, row["seeds"])}
+
+
+def spread_text(low: Any, high: Any) -> str:
+    """``2.70–3.00``: the smallest and largest epsilon over the accountants."""
+    return f"{fmt(low)}–{fmt(high)}"
+
+
+def accountants_title(section: Section, row: pd.Series, spread: Column) -> str:
+    """``rdp 3.00 · prv 2.71 · pld 2.70 (means over seeds)``: each accountant behind a spread cell."""
+    unit = f" [{spread.privacy_unit}]" if spread.privacy_unit else ""
+    parts = [f"{name} {fmt(row.get(f'{metric}{unit} mean'))}" for metric, name in ACCOUNTANTS.items()
+             if not pd.isna(row.get(f"{metric}{unit} mean", float("nan")))]
+    return f"epsilon under each accountant: {' · '.join(parts)} (means over seeds)"
 
 
 def audit_note(contradicted: int, seeds: Any) -> str:

@@ -107,6 +107,7 @@ def result_summary(task: type[Task], cell: Cell, result: CellResult) -> dict[str
         "privacy_unit": task().privacy_unit(config),
         "pareto": [list(pair) for pair in task.pareto],
         "curves": [curve.to_json() for curve in task.curves],
+        "notes": list(task.notes),
         "schema": {key: metric.to_json() for key, metric in sorted(task.result_schema(result.phases).items())},
     }
 

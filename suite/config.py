@@ -24,13 +24,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from suite.errors import ConfigError
 from suite.registry import unknown_name_message
@@ -49,9 +50,12 @@ class BaseConfig(BaseModel):
     families add :class:`DataLocation` and :class:`DeviceChoice`. Name mixins first among the
     bases (``class AlibiConfig(PureDPBudget, LabelDPConfig)``): pydantic lists the keys of the
     last base first, so the mixins' keys then follow ``method`` and ``seed``.
+
+    No key of any task takes a non-finite number: ``epsilon=inf`` (or ``nan``, ``1e400``) is refused
+    when the config is read, naming the key, rather than reaching an accountant or an optimizer.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
     method: str  # which method of the task to run
     seed: int = Field(0, ge=0)  # seeds model init, sampling and noise
@@ -92,6 +96,28 @@ class TaskConfig(BaseConfig):
 
     epsilon: float | None = Field(None, gt=0)  # target privacy budget, for methods that have one
     delta: float | None = Field(None, gt=0, lt=1)  # target delta, for methods that have one
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _budget_is_finite(cls, values: Any, handler: Any) -> Any:
+        """A non-finite epsilon or delta is refused even where a task then drops the key (a non-private
+        method resets them): it is a mistake in the input, never a budget. This wrap validator sees the
+        values before any subclass's ``mode="before"`` validator does."""
+        if isinstance(values, Mapping):
+            for key in ("epsilon", "delta"):
+                if _non_finite(values.get(key)):
+                    raise ValueError(f"{key} must be a finite number (got {values[key]!r})")
+        return handler(values)
+
+
+def _non_finite(value: Any) -> bool:
+    """A float, or text pydantic would read as one ("inf", "nan", "1e400"), that is not finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    try:
+        return not math.isfinite(float(value))
+    except (ValueError, OverflowError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -171,6 +197,9 @@ def format_validation_error(model: type[BaseConfig], exc: ValidationError, *, ti
         key = ".".join(str(p) for p in err["loc"]) or "(config)"
         if err["type"] == "extra_forbidden":
             lines.append("  " + unknown_name_message("key", key, fields).replace("known keys", "allowed keys"))
+            continue
+        if not err["loc"]:  # a rule over several keys: its message names them; the input is the whole config
+            lines.append(f"  {err['msg'].removeprefix('Value error, ')}")
             continue
         lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)

@@ -39,6 +39,7 @@ from suite.context import RunContext
 from suite.errors import UsageError
 from suite.method import Method, MethodRegistry
 from suite.claims import Claim, check_claims
+from suite.privacy import SAMPLERS
 from suite.registry import Registry
 from suite.schema import COMMON_METRICS, PRIVACY_UNITS, Curve, Metric, check_schema
 
@@ -74,6 +75,7 @@ class Task:
     Optional: ``run`` (default: the method's own ``run``), ``version`` (bump it when results
     stop being comparable), ``description``, ``reference`` (the run a slowdown is measured
     against; default: the method's), ``pareto`` (the metric pairs the leaderboard plots),
+    ``notes`` (caveats the leaderboard shows on the family page),
     ``claims`` (the paper's claims, tested by ``suite claims``; see :mod:`suite.claims`),
     ``curves`` (lines through metrics the leaderboard draws, :class:`~suite.schema.Curve`) and
     ``preload`` (heavy modules a sweep imports once, up front).
@@ -92,6 +94,9 @@ class Task:
     claims: ClassVar[tuple[Claim, ...]] = ()
     # Lines through metrics (e.g. exposure at 1, 4, 16, 64 repetitions), one per configuration.
     curves: ClassVar[tuple[Curve, ...]] = ()
+    # Task-level caveats a reader of the results must know (e.g. "hyperparameters were tuned without
+    # accounting"): written into every run's result.json and shown on the leaderboard's family page.
+    notes: ClassVar[tuple[str, ...]] = ()
 
     def run(self, config: Any, ctx: RunContext) -> dict[str, float]:
         """Run one configuration and return its metrics: by default, the config's method runs it."""
@@ -130,6 +135,8 @@ class Task:
         if cls.method_registry is not None and not issubclass(cls.method_registry.base, cls.Config):
             raise TypeError(f"task {cls.__name__}: its methods' base config must be Config or a subclass")
         check_schema(cls.metrics)
+        if not isinstance(cls.notes, tuple) or not all(isinstance(n, str) and n.strip() for n in cls.notes):
+            raise TypeError(f"task {cls.__name__}: notes must be a tuple of non-empty strings")
         for pair in cls.pareto:
             missing = [k for k in pair if k not in cls.result_schema() and not _is_phase_time(k)]
             if missing:
@@ -193,6 +200,8 @@ class Task:
         tags = {"privacy.unit": unit, "privacy.accountant": self.accountant(config)}
         sampler = self.sampler(config)
         if sampler is not None:
+            if sampler not in SAMPLERS:
+                raise ValueError(f"{self.name}: sampler {sampler!r} not in {SAMPLERS}")
             tags["privacy.sampler"] = sampler
         return tags
 

@@ -71,6 +71,24 @@ def _quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", module=r"mlflow\..*")
 
 
+def _create_sqlite_store(db: Path) -> None:
+    """Make a new SQLite store under a temporary name and rename it into place once MLflow has
+    created and migrated its schema: a process killed mid-migration leaves a temporary file, never
+    a half-migrated store that no later open can migrate ("table spans already exists").
+
+    Called under :func:`suite.store.store_init_lock`, so no other process creates it meanwhile.
+    """
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    for stale in db.parent.glob(f".{db.name}.*.creating"):  # left by a process killed while creating
+        stale.unlink(missing_ok=True)
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.creating")
+    retry(MlflowClient(f"sqlite:///{tmp}").search_experiments, max_results=1)
+    os.replace(tmp, db)
+
+
 class Tracker:
     """Opens, finishes and queries the suite's MLflow runs."""
 
@@ -84,6 +102,8 @@ class Tracker:
         db = sqlite_path(self.uri)
         try:
             with store_init_lock(db if write else None):  # a reader creates nothing
+                if write and db is not None and not db.exists():
+                    _create_sqlite_store(db)
                 self.client = MlflowClient(self.uri)
                 retry(self.client.search_experiments, max_results=1)
         except Exception as exc:

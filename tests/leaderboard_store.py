@@ -7,7 +7,9 @@ The store holds, all through the suite's own runners and tracking module:
   configuration with a single seed (value 0.5); a FAILED crash and a KILLED run;
 * toy, task version 0: two seeds of value 0.25 with other numbers, and a FAILED run, logged as
   an older version of the task would have logged them;
-* privtoy: a family with example-level DP, label-level DP and non-private rows;
+* privtoy: a family with example-level DP (its epsilon under three accountants), label-level DP (with a
+  data-dependent epsilon its schema wrongly ranks, and a Pareto pair over it) and non-private rows, and a
+  task note;
 * dpsgd: three real, tiny Opacus runs (non-private, epsilon 1 and 8) for its Pareto plots.
 """
 
@@ -62,7 +64,7 @@ def kill_a_run(tracker: Tracker, config: TaskConfig) -> str:
 
 
 def _log(tracker: Tracker, task: str, version: str, config: TaskConfig, metrics: dict[str, float],
-         schema: dict[str, Metric], unit: str, pareto: list[list[str]]) -> str:
+         schema: dict[str, Metric], unit: str, pareto: list[list[str]], notes: tuple[str, ...] = ()) -> str:
     """Log one FINISHED run as the runners do, for a task version or family that is not registered."""
     digest = config_hash(task, version, config)
     tags = {"privacy.unit": unit, "privacy.accountant": "rdp" if unit != "none" else "none",
@@ -71,7 +73,7 @@ def _log(tracker: Tracker, task: str, version: str, config: TaskConfig, metrics:
                               tags=tags)
     summary = {"task": task, "task_version": version, "tier": "quick", "config": config.model_dump(mode="json"),
                "config_hash": digest, "git_commit": "0123abc", "suite_version": "0.0.9",
-               "description": f"{task} test family", "pareto": pareto}
+               "description": f"{task} test family", "pareto": pareto, "notes": list(notes)}
     tracker.finish(run_id, metrics, schema=schema, environment={"python": "3.11.0", "cpu": "test cpu"},
                    summary=summary)
     return run_id
@@ -97,6 +99,10 @@ class PrivConfig(TaskConfig):
 
 PRIV_SCHEMA = {"utility/accuracy": Metric("higher", "fraction", "test accuracy"),
                "privacy/epsilon": Metric("lower", "epsilon", "spent budget"),
+               "privacy/epsilon_rdp": Metric("lower", "epsilon", "RDP accountant"),  # "lower": the board must not rank it
+               "privacy/epsilon_prv": Metric("lower", "epsilon", "PRV accountant"),
+               "privacy/epsilon_pld": Metric("lower", "epsilon", "PLD accountant"),
+               "privacy/epsilon_data_dependent": Metric("lower", "epsilon", "PATE's data-dependent bound"),
                "privacy/audit_epsilon_lb": Metric("none", "epsilon", "audit's lower bound"),
                "compute/wall_s": Metric("lower", "s", "wall time")}
 # method -> (privacy unit, target epsilon, accuracy per seed)
@@ -104,6 +110,10 @@ PRIV_RUNS = {"dpsgd": ("example", 1.0, (0.70, 0.74)), "rr": ("label", 1.0, (0.80
              "nonprivate": ("none", None, (0.95, 0.97))}
 # method -> audit lower bound per seed: dpsgd's seed 1 (claim 0.98) is contradicted, rr's runs are not
 PRIV_AUDITS = {"dpsgd": (0.3, 1.5), "rr": (0.2, 0.1)}
+# dpsgd's epsilon under each accountant, as offsets from its claim (the claim is RDP's); rr's data-dependent epsilon
+PRIV_ACCOUNTANTS = {"privacy/epsilon_rdp": 0.0, "privacy/epsilon_prv": -0.05, "privacy/epsilon_pld": -0.06}
+PRIV_DATA_DEPENDENT = (0.2, 0.3)
+PRIV_NOTE = "The rr hyperparameters were tuned without accounting (a test note)."
 
 
 def _log_privacy_family(tracker: Tracker) -> None:
@@ -114,8 +124,13 @@ def _log_privacy_family(tracker: Tracker) -> None:
             if epsilon:
                 metrics["privacy/epsilon"] = epsilon - 0.01 * (seed + 1)
                 metrics["privacy/audit_epsilon_lb"] = PRIV_AUDITS[method][seed]
+            if method == "dpsgd":
+                metrics.update({k: metrics["privacy/epsilon"] + d for k, d in PRIV_ACCOUNTANTS.items()})
+            if method == "rr":
+                metrics["privacy/epsilon_data_dependent"] = PRIV_DATA_DEPENDENT[seed]
             _log(tracker, "privtoy", "1", config, metrics, PRIV_SCHEMA, unit,
-                 [["privacy/epsilon", "utility/accuracy"]])
+                 [["privacy/epsilon", "utility/accuracy"], ["privacy/epsilon_data_dependent", "utility/accuracy"]],
+                 notes=(PRIV_NOTE,))
 
 
 def t_quantile_975(df: int) -> float:

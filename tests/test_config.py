@@ -7,7 +7,7 @@ import pytest
 from suite.config import TaskConfig, build_config, config_hash, expand_grid, parse_overrides
 from suite.errors import ConfigError, UsageError
 from suite.registry import Registry
-from suite.task import get_task
+from suite.task import discover, get_task
 
 
 def test_registry_rejects_duplicates_and_suggests_close_names() -> None:
@@ -102,3 +102,38 @@ def test_dpsgd_quick_grid_covers_the_issue() -> None:
     seeds = {c.config["seed"] for c in cells}
     assert len(seeds) >= 3
     assert len({c.hash for c in cells}) == len(cells)
+
+
+@pytest.mark.parametrize("name", discover().names())
+@pytest.mark.parametrize(("key", "text"), [("epsilon", "inf"), ("epsilon", ".nan"), ("delta", "nan"),
+                                           ("epsilon", "1e400"), ("delta", "-.inf")])
+def test_non_finite_budgets_are_refused_by_every_task(name: str, key: str, text: str) -> None:
+    """Also where a method then drops the key (non-private runs, pruning, llm): it is a mistake, not a budget.
+    A method plugin without the key refuses it as a key it does not have."""
+    task = get_task(name)
+    for method in task.methods():
+        has_key = task.method_registry is None or key in task.config_model(method).model_fields
+        expected = f"{key}( must be|: Input should be) a finite number" if has_key else \
+            f"(key '{key}' is not a key of method {method}|unknown key '{key}')"
+        with pytest.raises(ConfigError, match=expected):
+            task.resolve("quick", {**task.tier("quick").smoke, "method": method, **parse_overrides([f"{key}={text}"])})
+
+
+def test_non_finite_numbers_are_refused_for_every_key() -> None:
+    with pytest.raises(ConfigError, match=r"lr: Input should be a finite number \(got 'inf'\)"):
+        get_task("dpsgd").resolve("quick", parse_overrides(["lr=inf"]))
+
+
+def test_suite_run_with_infinite_epsilon_exits_2_and_writes_nothing(tmp_path) -> None:
+    from tests.conftest import suite_cli
+
+    done = suite_cli("run", "dpsgd", "--set", "epsilon=inf", cwd=tmp_path)
+    assert done.returncode == 2 and "epsilon must be a finite number (got 'inf')" in done.stderr
+    assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", discover().names())
+def test_every_tiers_smoke_config_validates(name: str) -> None:
+    task = get_task(name)
+    for tier in task.tiers():
+        task.resolve(tier, task.tier(tier).smoke)

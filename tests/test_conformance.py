@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from runners.local import run_one
+from suite.privacy import EPSILON_METRICS, SAMPLERS, accountants_for
 from suite.resolve import smoke
 from suite.schema import AXES, PRIVACY_UNITS
 from suite.task import discover
@@ -50,8 +51,13 @@ def test_smallest_config_of_every_method_runs_and_logs_the_contract(name: str, s
         assert any(k.startswith("utility/") for k in metrics)
         if run.tags["privacy.unit"] != "none":
             assert metrics["privacy/epsilon"] > 0 and run.tags["privacy.accountant"] != "none"
+        sampler = run.tags.get("privacy.sampler")
+        if sampler is not None:  # an accountant analyses it: every accountant that can has its say
+            assert sampler in SAMPLERS
+            assert {EPSILON_METRICS[a] for a in accountants_for(sampler)} <= set(metrics)
         result = store.read_json(outcome.run_id, "result.json")
         assert set(result["metrics"]) == set(outcome.metrics)  # metrics linked later (slowdown) are not in it
+        assert result["notes"] == list(task.notes)
         assert result["config"] == config.model_dump(mode="json")
         assert set(result["schema"]) == set(task.result_schema(_phases(metrics)))  # declared, logged or not
         assert result["privacy_unit"] == run.tags["privacy.unit"]

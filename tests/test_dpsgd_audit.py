@@ -67,9 +67,24 @@ def test_honest_run_of_another_seed_stays_below_its_claim() -> None:
     assert m["privacy/audit_epsilon_lb"] < m["privacy/epsilon"]
 
 
-def test_audit_settings_are_checked() -> None:
+@pytest.mark.parametrize(("overrides", "rule"), [
+    ({"audit_canaries": 10, "audit_guesses": 20}, r"audit_guesses \(20\) cannot exceed audit_canaries \(10\)"),
+    ({"audit_canaries": 1}, "audit_canaries must be 0 .no audit. or at least 2"),
+    ({"audit_canaries": 0, "audit_guesses": 2}, "audit_guesses .2. cannot exceed audit_canaries .0."),
+    ({"train_subset": 100, "audit_canaries": 51}, r"audit_canaries \(51\) can be at most half the 100 training"),
+    ({"audit_canaries": 719}, r"at most half the 1437 training examples of digits"),
+    ({"method": "nonprivate", "audit_canaries": 1}, "audit_canaries must be 0"),
+])
+def test_audit_settings_that_cannot_work_are_refused_when_read(overrides: dict, rule: str) -> None:
+    with pytest.raises(ConfigError, match=rule):
+        get_task("dpsgd").resolve("quick", overrides)
+
+
+def test_largest_audit_the_rules_allow_runs() -> None:
+    """At the bounds: 2 canaries with their 2 guesses, and half of a 20-example training set."""
     task = get_task("dpsgd")
-    with pytest.raises(ConfigError, match="audit_guesses"):
-        task.resolve("quick", {"audit_canaries": 10, "audit_guesses": 20})
-    with pytest.raises(ValueError, match="needs at least 400 training examples"):
-        _run(train_subset=100, audit_canaries=200, epochs=1)
+    for overrides in ({"audit_canaries": 2}, {"audit_canaries": 10, "audit_guesses": 10}):
+        config = task.resolve("quick", {"train_subset": 20, "epochs": 1, **overrides})
+        m = execute(Cell.make(task, "quick", config), threads=1).metrics
+        assert m["privacy/audit_canaries"] == overrides["audit_canaries"] and m["privacy/audit_guesses"] >= 2
+    assert task.resolve("quick", {"audit_canaries": 718}).audit_canaries == 718  # 1437 // 2

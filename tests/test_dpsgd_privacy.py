@@ -257,7 +257,7 @@ def test_prv_epsilon_matches_dp_accounting_pld(sigma: float, q: float, steps: in
 
 def test_docstring_example() -> None:
     results = doctest.testmod(suite.privacy, raise_on_error=False, verbose=False)
-    assert results.attempted == 1 and results.failed == 0
+    assert results.attempted == 3 and results.failed == 0
     assert round(dpsgd_epsilon(history=[(1.0, 0.01, 1000)], delta=1e-5, accountant="rdp"), 2) == 2.1
 
 
@@ -299,7 +299,7 @@ bad_entries = st.one_of(
 
 
 @settings(max_examples=20, deadline=None)
-@given(entry=bad_entries, accountant=st.sampled_from(["rdp", "prv"]))
+@given(entry=bad_entries, accountant=st.sampled_from(["rdp", "prv", "pld"]))
 def test_bad_history_entries_are_rejected(entry: tuple[float, float, int], accountant: str) -> None:
     with pytest.raises(ValueError, match="bad history entry"):
         dpsgd_epsilon(history=[(1.0, 0.1, 10), entry], delta=DELTA, accountant=accountant)
@@ -307,13 +307,13 @@ def test_bad_history_entries_are_rejected(entry: tuple[float, float, int], accou
 
 @settings(max_examples=20, deadline=None)
 @given(delta=st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0), st.just(math.nan)),
-       accountant=st.sampled_from(["rdp", "prv"]))
+       accountant=st.sampled_from(["rdp", "prv", "pld"]))
 def test_bad_delta_is_rejected(delta: float, accountant: str) -> None:
     with pytest.raises(ValueError, match="delta"):
         dpsgd_epsilon(history=[(1.0, 0.1, 10)], delta=delta, accountant=accountant)
 
 
-@pytest.mark.parametrize("name", ["RDP", "gdp", ""])
+@pytest.mark.parametrize("name", ["RDP", "gdp", "", "PLD"])
 def test_unknown_accountant_is_rejected(name: str) -> None:
     with pytest.raises(ValueError, match="unknown accountant"):
         dpsgd_epsilon(history=[(1.0, 0.1, 10)], delta=DELTA, accountant=name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runners.cell import Cell, execute
-from suite.privacy import dpsgd_epsilon
+from suite.privacy import EPSILON_METRICS, dpsgd_epsilon
 from suite.task import get_task
 
 SMALL = {"epochs": 1, "train_subset": 256, "batch_size": 32, "audit_canaries": 0}  # no canaries: exact sizes
@@ -22,8 +22,36 @@ def test_reported_epsilon_is_recomputed_from_the_run(mode: str) -> None:
                                        int(m["privacy/steps"]))], delta=1e-5, accountant="rdp")
     assert m["privacy/epsilon"] == pytest.approx(expected, rel=1e-12)
     assert 1.9 <= m["privacy/epsilon"] <= 2.0  # calibrated to the target, never above it
+    # The same noise, rate and steps under every accountant; the claim is the configured one's.
+    history = [(m["privacy/noise_multiplier"], m["privacy/sample_rate"], int(m["privacy/steps"]))]
+    for name, key in EPSILON_METRICS.items():
+        assert m[key] == dpsgd_epsilon(history=history, delta=1e-5, accountant=name)
+    assert m["privacy/epsilon"] == m["privacy/epsilon_rdp"]
+    assert m["privacy/epsilon_pld"] <= m["privacy/epsilon_prv"] < m["privacy/epsilon_rdp"]
     assert 0 <= m["utility/accuracy"] <= 1
     assert m["compute/train_flops"] > 0 and m["compute/params"] == 6090
+
+
+def test_prv_run_claims_the_prv_epsilon_and_is_tagged_poisson() -> None:
+    task = get_task("dpsgd")
+    config = task.resolve("quick", {**SMALL, "accountant": "prv", "epsilon": 3.0})
+    m = execute(Cell.make(task, "quick", config), threads=1).metrics
+    assert m["privacy/epsilon"] == m["privacy/epsilon_prv"] <= 3.0
+    assert task().tags(config) == {"privacy.unit": "example", "privacy.accountant": "prv", "privacy.sampler": "poisson"}
+    assert "privacy.sampler" not in task().tags(task.resolve("quick", {"method": "nonprivate"}))
+
+
+def test_sample_rate_is_the_accountants_and_bounds_the_samplers() -> None:
+    """93 batches an epoch: Opacus' sampler draws with 1/93, its loader runs 92 batches and its
+    accountant uses 1/92 (1/(1/93) is 92.99999999999999 in floating point). The logged rate is the
+    accountant's, at least the sampler's, and the epsilon is computed with it."""
+    task = get_task("dpsgd")
+    config = task.resolve("quick", {**SMALL, "train_subset": 186, "batch_size": 2, "epsilon": 8.0})
+    m = execute(Cell.make(task, "quick", config), threads=1).metrics
+    assert m["privacy/sample_rate"] == 1 / 92 > 1 / 93
+    assert m["privacy/steps"] == 92
+    assert m["privacy/epsilon"] == dpsgd_epsilon(history=[(m["privacy/noise_multiplier"], 1 / 92, 92)], delta=1e-5,
+                                                 accountant="rdp")
 
 
 def test_same_seed_same_result_across_grad_sample_modes() -> None:

@@ -258,3 +258,13 @@ def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
     assert target.read_bytes() == b"old model"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.bin"]
     assert all(name.startswith(".model.bin.") and name.endswith(".tmp") for name in leftovers)
+
+
+def test_a_store_killed_while_being_created_is_never_half_migrated(tmp_path: Path) -> None:
+    """A new SQLite store is migrated under a temporary name and renamed into place: what a process
+    killed mid-migration leaves behind is that temporary file, which the next open removes."""
+    leftover = tmp_path / ".mlflow.db.12345.creating"
+    leftover.write_bytes(b"SQLite format 3\x00 half a migration")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert tracker.experiment_id("toyfault") and not leftover.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock"]

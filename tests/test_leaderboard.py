@@ -20,7 +20,8 @@ from runners.local import run_one
 from suite.config import config_hash
 from suite.task import get_task
 from tests.conftest import suite_cli
-from tests.leaderboard_store import PRIV_RUNS, Page, board, ci95, kill_a_run, shared_store
+from tests.leaderboard_store import (PRIV_ACCOUNTANTS, PRIV_DATA_DEPENDENT, PRIV_NOTE, PRIV_RUNS, Page, board, ci95,
+                                     kill_a_run, shared_store)
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +161,12 @@ def test_privacy_units_are_never_mixed(site) -> None:
 def test_audit_bound_sits_beside_each_claim_and_contradictions_are_flagged(site) -> None:
     page = _read(site / "tasks" / "privtoy.html")
     names, rows = board(page)
-    for unit in ("example", "label"):
-        claim = names.index(f"privacy/epsilon [{unit}]")
-        assert names[claim + 1] == f"privacy/audit_epsilon_lb [{unit}]"
+    # Beside each claim: the accountants' spread (example: three accountants), a data-dependent epsilon (label),
+    # then the audit's bound.
+    claim = names.index("privacy/epsilon [example]")
+    assert names[claim + 1:claim + 3] == ["privacy/epsilon_spread [example]", "privacy/audit_epsilon_lb [example]"]
+    claim = names.index("privacy/epsilon [label]")
+    assert names[claim + 1:claim + 3] == ["privacy/epsilon_data_dependent [label]", "privacy/audit_epsilon_lb [label]"]
     by_method = {r["method"]["data-value"]: r for r in rows}
     dp, rr = by_method["dpsgd"], by_method["rr"]
     assert float(dp["privacy/audit_epsilon_lb [example]"]["data-value"]) == pytest.approx(0.9)  # mean of 0.3, 1.5
@@ -181,6 +185,70 @@ def test_audit_bound_sits_beside_each_claim_and_contradictions_are_flagged(site)
     assert 'id="audit-flag"' not in clean and clean.count(">consistent<") == 2
 
 
+def test_accountants_spread_beside_the_claim_in_the_table_and_on_the_config_page(site) -> None:
+    names, rows = board(_read(site / "tasks" / "privtoy.html"))
+    assert not any(n.startswith(("privacy/epsilon_rdp", "privacy/epsilon_prv", "privacy/epsilon_pld")) for n in names)
+    dp = {r["method"]["data-value"]: r for r in rows}["dpsgd"]
+    claims = [1.0 - 0.01 * (seed + 1) for seed in (0, 1)]  # as logged: 0.99, 0.98
+    low = sum(c + min(PRIV_ACCOUNTANTS.values()) for c in claims) / 2  # pld: claim - 0.06
+    high = sum(c + max(PRIV_ACCOUNTANTS.values()) for c in claims) / 2  # rdp: the claim
+    cell = dp["privacy/epsilon_spread [example]"]
+    assert cell["text"].strip() == f"{low:.4g}–{high:.4g}" == "0.925–0.985"
+    assert float(cell["data-value"]) == pytest.approx(0.06)  # sorted by the spread itself
+    assert cell["title"] == "epsilon under each accountant: rdp 0.985 · prv 0.935 · pld 0.925 (means over seeds)"
+    assert "best" not in cell.get("class", "")
+    page = _config_page_by_method(site, "privtoy", "dpsgd").read_text()
+    assert "0.925–0.985 (spread 0.06)" in page
+    per_run_table = page[page.index('<table class="per-run">'):]
+    per_run = re.search(r'<th title="privacy/epsilon_spread:[^"]*">epsilon_spread \[example\].*?</tr>', per_run_table,
+                        re.S)
+    assert re.findall(r'<td class="num">([^<]*)</td>', per_run.group(0)) == ["0.93–0.99", "0.92–0.98"]  # pld–rdp
+    real = _config_page_by_method(site, "dpsgd", "dpsgd").read_text()
+    assert "accountant: rdp · sampler: poisson" in real  # the privacy.sampler tag of a real dpsgd run
+    for name in ("rdp", "prv", "pld"):  # each accountant's own value stays on the configuration page
+        assert f"epsilon_{name} [example]" in page
+    data = json.loads((site / "data" / "privtoy.json").read_text())["sections"][0]
+    spread = next(c for c in data["columns"] if c["key"] == "privacy/epsilon_spread [example]")
+    assert spread["direction"] == "none" and spread["best"] == []
+    row = next(r for r in data["rows"] if r["method"] == "dpsgd")["metrics"]["privacy/epsilon_spread [example]"]
+    assert (row["lo"], row["hi"]) == (pytest.approx(low), pytest.approx(high)) and row["n"] == 2
+
+
+def test_a_data_dependent_epsilon_is_shown_but_never_ranked(site) -> None:
+    names, rows = board(_read(site / "tasks" / "privtoy.html"))
+    rr = {r["method"]["data-value"]: r for r in rows}["rr"]
+    cell = rr["privacy/epsilon_data_dependent [label]"]
+    assert float(cell["data-value"]) == pytest.approx(sum(PRIV_DATA_DEPENDENT) / 2)
+    header = Page((site / "tasks" / "privtoy.html").read_text()).tables[0]["headers"]
+    title = next(h["title"] for h in header if h.get("data-metric") == "privacy/epsilon_data_dependent [label]")
+    assert "not ranked" in title  # its schema says "lower"; the board overrides it
+    data = json.loads((site / "data" / "privtoy.json").read_text())["sections"][0]
+    for column in data["columns"]:
+        if column["metric"] in ("privacy/epsilon_data_dependent", "privacy/epsilon_rdp", "privacy/epsilon_prv",
+                                "privacy/epsilon_pld"):
+            assert column["direction"] == "none" and column["best"] == [], column
+    plots = sorted(p.name for p in (site / "plots").glob("privtoy-*.svg"))
+    assert not any("dependent" in p for p in plots)  # never a Pareto axis, though the task declares the pair
+
+
+def test_task_notes_from_result_json_on_the_family_page(site) -> None:
+    text = (site / "tasks" / "privtoy.html").read_text()
+    assert text.count(PRIV_NOTE) == 1 and '<ul class="notes">' in text
+    assert json.loads((site / "data" / "privtoy.json").read_text())["sections"][0]["notes"] == [PRIV_NOTE]
+    assert '<ul class="notes">' not in (site / "tasks" / "toy.html").read_text()
+
+
+def test_dpsgd_runs_show_their_accountants_spread(site) -> None:
+    names, rows = board(_read(site / "tasks" / "dpsgd.html"))
+    private = [r for r in rows if r["method"]["data-value"] == "dpsgd"]
+    assert len(private) == 2
+    for row in private:
+        low, high = (float(v) for v in row["privacy/epsilon_spread [example]"]["text"].split("–"))
+        claim = float(row["privacy/epsilon [example]"]["data-value"])
+        assert low < high and high == pytest.approx(claim, rel=1e-3)  # RDP is the claim and the loosest
+        assert float(row["privacy/epsilon_spread [example]"]["data-value"]) == pytest.approx(high - low, rel=0.01)
+
+
 def _config_page_by_method(site: Path, task: str, method: str) -> Path:
     text = (site / "tasks" / f"{task}.html").read_text()
     rows = re.findall(r'<tr data-config="([0-9a-f]+)">(.*?)</tr>', text, flags=re.S)
@@ -191,8 +259,8 @@ def _config_page_by_method(site: Path, task: str, method: str) -> Path:
 def test_dpsgd_has_its_pareto_plots_and_headline(site) -> None:
     text = (site / "tasks" / "dpsgd.html").read_text()
     svgs = re.findall(r'src="\.\./plots/([^"]+\.svg)"', text)
-    assert "dpsgd-quick-v1-accuracy-vs-epsilon-example.svg" in svgs
-    assert "dpsgd-quick-v1-accuracy-vs-train-s.svg" in svgs
+    assert "dpsgd-quick-v2-accuracy-vs-epsilon-example.svg" in svgs
+    assert "dpsgd-quick-v2-accuracy-vs-train-s.svg" in svgs
     svg = (site / "plots" / svgs[0]).read_text()
     assert "<dc:date>" not in svg and "Pareto front" in re.sub(r"\s+", " ", " ".join(re.findall(r"<!-- (.*?) -->", svg)))
     _, rows = board(_read(site / "tasks" / "dpsgd.html"))

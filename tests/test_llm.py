@@ -247,6 +247,14 @@ def test_config_errors_name_the_problem() -> None:
         task.resolve("quick", {"epsilon": 1.0})
     with pytest.raises(ConfigError, match="method"):
         task.resolve("quick", {"method": "int4"})
+    # values that used to pass and then fail inside the run, after the model was loaded
+    for overrides, rule in [({"eval_tokens": 16, "context": 32}, "eval_tokens .16. must be at least context .32."),
+                            ({"prefix_tokens": 150, "target_tokens": 100}, "shortest license text"),
+                            ({"context": 8192, "eval_tokens": 9000}, "context"),
+                            ({"held_out_every": 80}, "held_out_every"),
+                            ({"prompt_tokens": 8000, "new_tokens": 500}, "prompt_tokens . new_tokens")]:
+        with pytest.raises(ConfigError, match=rule):
+            task.resolve("quick", overrides)
     # keys another method ignores do not split one computation into two hashes
     assert task.resolve("quick", {"method": "fp32", "prune_pattern": "2:4"}).prune_pattern == "unstructured"
     full = task.resolve("full")

@@ -105,6 +105,11 @@ def test_checkpoint_cache_hits_and_rebuilds_a_truncated_or_mismatched_file(tmp_p
     ({"method": "taylor", "pretrain_epochs": 6, "epochs": 6}, "must be below epochs"),
     ({"method": "l1"}, "method"),
     ({"macs_tolerance": 0.0}, "macs_tolerance"),
+    # values that used to pass and then fail inside the run (BatchNorm on one example; cifar10's size)
+    ({"batch_size": 1}, "batch_size"),
+    ({"train_subset": 1}, "train_subset"),
+    ({"dataset": "cifar10", "resolution": 64}, "cifar10 is 32x32: resolution must be 32"),
+    ({"resolution": 100_000}, "resolution"),
 ])
 def test_bad_configs_name_what_is_wrong(overrides, message) -> None:
     with pytest.raises(ConfigError, match=message):

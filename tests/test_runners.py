@@ -41,7 +41,8 @@ def test_finished_run_carries_the_contract(store) -> None:
     assert result["config_hash"] == run.tags["suite.config_hash"]
     # the full declared schema, logged or not (the board needs no task code to render the run)
     assert result["schema"]["privacy/epsilon"] == {"direction": "lower", "unit": "epsilon",
-                                                   "description": "noisy: epsilon of the Laplace noise added"}
+                                                   "description": "noisy: epsilon of the Laplace noise added",
+                                                   "per_privacy_unit": True}
     assert "privacy/epsilon" not in result["metrics"] and result["privacy_unit"] == "none"
     env = store.read_json(outcome.run_id, "environment.json")
     assert env["packages"] and env["cpu_count"] >= 1

@@ -118,4 +118,18 @@ def test_claims_page_from_the_index_and_on_to_a_configuration(page, site) -> Non
     row.locator("td.configs a").first.click()
     page.wait_for_load_state("load")
     assert "/config/" in page.url and page.locator("h2", has_text="Resolved config").count() == 1
+
+
+def test_family_page_shows_its_notes_and_the_accountants_spread(page, site) -> None:
+    page.goto((site / "tasks" / "privtoy.html").as_uri())
+    notes = page.locator("ul.notes li")
+    assert notes.count() == 1 and notes.first.is_visible() and "tuned without accounting" in notes.first.inner_text()
+    table = page.locator("table.sortable").first
+    spread = table.locator("tbody td[data-metric='privacy/epsilon_spread [example]']")
+    shown = [t.strip() for t in spread.all_inner_texts()]
+    assert "0.925–0.985" in shown  # dpsgd's; the label-level and non-private rows have none
+    cell = spread.filter(has_text="0.925–0.985")
+    assert cell.is_visible() and "rdp 0.985 · prv 0.935 · pld 0.925" in cell.get_attribute("title")
+    table.locator("thead tr.cols th[data-metric='privacy/epsilon_spread [example]']").click()
+    assert _column(page, "table.sortable", "privacy/epsilon_spread [example]")[0] != ""  # the one value sorts first
     assert page.errors == []

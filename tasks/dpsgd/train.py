@@ -16,7 +16,7 @@ from suite import data
 from suite.audit import audit_scores
 from suite.examples import ExampleDigest
 from suite.meters import count_flops, model_size
-from suite.privacy import dpsgd_epsilon
+from suite.privacy import EPSILON_METRICS, all_epsilons
 from suite.task import RunContext
 from tasks.dpsgd.models import MODELS
 from tasks.dpsgd.task import DPSGDConfig
@@ -84,7 +84,7 @@ def _canaries(config: DPSGDConfig, train_set: Any, n_classes: int) -> tuple[Any,
     m = config.audit_canaries
     if m == 0:
         return train_set, None
-    if m > len(train_set) // 2:
+    if m > len(train_set) // 2:  # the config checked this for the standard splits; local data may be smaller
         raise ValueError(f"audit_canaries={m} needs at least {2 * m} training examples, got {len(train_set)}")
     generator = torch.Generator().manual_seed(10_007 * config.seed + 17)
     order = torch.randperm(len(train_set), generator=generator)
@@ -184,7 +184,9 @@ def _train(config: DPSGDConfig, setup: _Setup, device: torch.device, ctx: RunCon
             setup.optimizer.step()
             steps += 1
             examples += len(y)
-            if not math.isfinite(loss.item()):
+            # Poisson sampling draws an empty batch now and then (probability e^-B at expected size B): its
+            # mean loss is NaN and the step adds noise only, as DP-SGD should; that is not a diverged run.
+            if len(y) and not math.isfinite(loss.item()):
                 raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch}, step {steps}")
             ctx.progress(f"epoch {epoch + 1}/{config.epochs}", steps, total)
     return steps, examples
@@ -211,15 +213,35 @@ def _evaluate(model: nn.Module, test_set: Any, device: torch.device, ctx: RunCon
 
 
 def _privacy(config: DPSGDConfig, setup: _Setup, steps: int) -> dict[str, float]:
-    """Epsilon recomputed from the noise, sample rate and steps this run really used."""
+    """Epsilon under every accountant, recomputed from the noise, sample rate and steps this run really used."""
     history = setup.engine.accountant.history
     sigma = setup.optimizer.noise_multiplier
-    rate = 1.0 / len(setup.loader)
+    rate = _accounted_rate(setup.loader)
     if sum(h[2] for h in history) != steps or any(h[0] != sigma or h[1] != rate for h in history):
         raise RuntimeError(f"accountant history {history} disagrees with the run (sigma={sigma}, q={rate}, "
                            f"steps={steps})")
-    epsilon = dpsgd_epsilon(history=[(sigma, rate, steps)], delta=config.delta, accountant=config.accountant)
+    epsilons = all_epsilons(history=[(sigma, rate, steps)], delta=config.delta, sampler="poisson")
     return {
-        "privacy/epsilon": epsilon, "privacy/delta": config.delta, "privacy/noise_multiplier": sigma,
-        "privacy/sample_rate": rate, "privacy/steps": float(steps), "privacy/max_grad_norm": config.max_grad_norm,
+        "privacy/epsilon": epsilons[EPSILON_METRICS[config.accountant]], **epsilons,
+        "privacy/delta": config.delta, "privacy/noise_multiplier": sigma, "privacy/sample_rate": rate,
+        "privacy/steps": float(steps), "privacy/max_grad_norm": config.max_grad_norm,
     }
+
+
+def _accounted_rate(loader: Any) -> float:
+    """The sample rate Opacus' accountant uses, checked to be at least the rate its sampler draws with.
+
+    Opacus' sampler draws each example with p = 1/k, k the batches of the loader it was given; the
+    private loader then has int(1/p) batches, and the accountant uses q = 1/int(1/p). In floating point
+    1/(1/k) falls just below k for some k (93, 99, 105, 117, ...: 1/(1/93) = 92.99999999999999), so the
+    loader has k - 1 batches an epoch and the accountant uses q = 1/92 while the sampler draws with
+    1/93; otherwise q = p. Accounting with a rate at least the true one gives an upper bound: the pair
+    of output distributions the accountants analyse at rate p, ((1-p) N(0, s^2) + p N(1, s^2), N(0, s^2)),
+    is a post-processing of the pair at q >= p (keep the output with probability p/q, else replace it
+    by a fresh N(0, s^2) draw), so its epsilon is never larger. The steps counted are the steps taken.
+    """
+    rate = 1.0 / len(loader)
+    if rate < loader.sample_rate:
+        raise RuntimeError(f"Opacus accounts with sample rate {rate}, below the rate {loader.sample_rate} its "
+                           "sampler draws with: the epsilon would not be an upper bound")
+    return rate

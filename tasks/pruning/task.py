@@ -32,13 +32,13 @@ class PruningConfig(TaskConfig):
     dataset: Literal["digits", "cifar10", "imagenet"] = "digits"  # digits is offline; the others read data_dir
     data_dir: str | None = None  # local data for cifar10 (torchvision files) or imagenet (train/ and val/ folders)
     download: bool = False  # let torchvision download cifar10 when the network allows
-    resolution: int = Field(32, ge=32)  # input side in pixels (digits are upsampled from 8x8)
+    resolution: int = Field(32, ge=32, le=512)  # input side in pixels (digits are upsampled from 8x8)
     split_seed: int = Field(0, ge=0)  # fixes the train / test split of digits, independent of seed
-    train_subset: int | None = Field(None, gt=0)  # use only the first N training examples
+    train_subset: int | None = Field(None, ge=2)  # use only the first N training examples (BatchNorm needs 2)
     test_subset: int | None = Field(None, gt=0)  # evaluate on the first N test examples
     epochs: int = Field(6, ge=1)  # training budget: epochs of an unpruned model = pretrain + fine-tune of a pruned one
     pretrain_epochs: int | None = Field(3, ge=1)  # pruning: epochs the larger model trains before it is pruned
-    batch_size: int = Field(64, ge=1)  # minibatch size
+    batch_size: int = Field(64, ge=2)  # minibatch size (BatchNorm cannot train on one example)
     optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: momentum 0.9, nesterov; both with cosine decay
     lr: float = Field(0.05, gt=0)  # peak learning rate
     weight_decay: float = Field(5e-5, ge=0)  # L2 penalty
@@ -62,6 +62,12 @@ class PruningConfig(TaskConfig):
         elif values.get("schedule", "one_shot") != "iterative":
             values["iterative_steps"] = 3
         return values
+
+    @model_validator(mode="after")
+    def _data_fits_the_model(self) -> PruningConfig:
+        if self.dataset == "cifar10" and self.resolution != 32:
+            raise ValueError(f"dataset cifar10 is 32x32: resolution must be 32 (got {self.resolution})")
+        return self
 
     @model_validator(mode="after")
     def _pruning_needs_a_smaller_target(self) -> PruningConfig:
