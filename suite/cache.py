@@ -27,6 +27,7 @@ the expected shape is recomputed and replaced.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -36,11 +37,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,56 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``<path>.lock`` (``flock``) for the ``with`` block.
+
+    The kernel drops the lock when its holder exits or is killed, so a crashed builder never
+    leaves the others waiting. The lock file stays behind, empty; it is harmless.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_once(path: Path, *, read: Callable[[Path], T | None], build: Callable[[], T],
+               write: Callable[[Path, T], None]) -> tuple[T, bool]:
+    """The value cached at ``path``, built at most once however many processes ask at the same time.
+
+    ``read(path)`` returns the value, or None when the file is absent or unusable (it says why in
+    its own log line); ``build()`` computes the value; ``write(path, value)`` stores it (atomically,
+    see :func:`atomic_write`). Returns ``(value, True)`` when it was read from disk.
+
+    A whole file is read without locking. Otherwise the caller takes :func:`file_lock` and reads
+    again, because another process may have built the file while this one waited; only when it is
+    still missing does this process build and write it, holding the lock until the file is complete.
+
+    >>> import tempfile, json
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = Path(d) / "answer.json"
+    ...     read = lambda p: json.loads(p.read_text()) if p.exists() else None
+    ...     write = lambda p, v: p.write_text(json.dumps(v))
+    ...     first = build_once(path, read=read, build=lambda: {"x": 42}, write=write)
+    ...     again = build_once(path, read=read, build=lambda: {"x": 0}, write=write)
+    >>> first, again
+    (({'x': 42}, False), ({'x': 42}, True))
+    """
+    value = read(path)
+    if value is not None:
+        return value, True
+    with file_lock(path):
+        value = read(path)
+        if value is not None:
+            return value, True
+        value = build()
+        write(path, value)
+        return value, False
 
 
 def cache_key(parts: Mapping[str, Any]) -> str:
