@@ -1,13 +1,18 @@
-"""The llm task's meters: perplexity and next-token accuracy, speed, and verbatim memorization.
+"""The llm task's meters: perplexity and next-token accuracy, speed, and the memory-read bandwidth.
 
-All of them run the model as a plain causal LM (``model(input_ids, past_key_values=...)``) with
-greedy decoding written out as a loop, so prefill and each decode step are timed apart.
+Quality and the eager speed path run the model as a plain causal LM (``model(input_ids, cache=...)``)
+with greedy decoding written out as a loop, so prefill and each decode step are timed apart; the
+compiled path (:mod:`tasks.llm.decode`) times the same two phases.
+
+The decode bound: batch-one decoding reads every weight once per token, so it cannot be faster than
+memory bandwidth divided by the bytes it reads. :func:`memory_read_gb_per_s` measures that bandwidth
+with a read-only probe (a sum over a tensor far larger than the caches: no write traffic, unlike a copy)
+in the calling process, so it runs under the same concurrency as the decoding it bounds.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -29,15 +34,7 @@ class Speed:
     prefill_tokens_per_s: float
     decode_tokens_per_s: float
     ttft_ms: float  # prompt in, first generated token out (batch of one)
-
-
-@dataclass(frozen=True)
-class Memorization:
-    rate: float  # probes whose greedy continuation equals the true next tokens
-    control_rate: float  # the same on sentence-shuffled controls
-    probes: int  # per kind
-    matched: float  # mean length of the continuation's exact prefix (tokens equal to the truth before the first miss)
-    control_matched: float  # the same on the controls
+    compiled: bool = False  # decoded by tasks.llm.decode.CompiledDecoder rather than the eager model
 
 
 @torch.inference_mode()
@@ -71,7 +68,7 @@ def greedy(model: Any, prompts: torch.Tensor, new_tokens: int) -> tuple[torch.Te
     prompts = prompts.to(model.device)
     _sync(prompts)
     start = time.perf_counter()
-    out = model(input_ids=prompts, use_cache=True)
+    out = model(input_ids=prompts, use_cache=True, logits_to_keep=1)  # the last position's logits, as generate
     token = out.logits[:, -1].argmax(-1, keepdim=True)
     _sync(token)
     first = time.perf_counter()
@@ -87,67 +84,54 @@ def greedy(model: Any, prompts: torch.Tensor, new_tokens: int) -> tuple[torch.Te
     return torch.cat(generated, dim=1), first - start, end - first
 
 
-def measure_speed(model: Any, prompt: Sequence[int], *, new_tokens: int, repeats: int, warmup: int = 1) -> Speed:
-    """Batch-one greedy generation of a fixed prompt: the median over ``repeats`` after ``warmup`` runs."""
+def measure_speed(model: Any, prompt: Sequence[int], *, new_tokens: int, repeats: int, warmup: int = 1,
+                  compiled: bool = False) -> Speed:
+    """Batch-one greedy generation of a fixed prompt: the median over ``repeats`` after ``warmup`` runs.
+
+    ``compiled=True`` decodes with :class:`tasks.llm.decode.CompiledDecoder` where the model allows it
+    (its compilation happens in the warm-up, which must then be at least 1) and eagerly otherwise;
+    ``Speed.compiled`` says which ran.
+    """
     if new_tokens < 2:
         raise ValueError("new_tokens must be >= 2 to time decoding")
+    run, is_compiled = _decoder(model, compiled=compiled, warmup=warmup)
     ids = torch.tensor([list(prompt)])
     for _ in range(warmup):
-        greedy(model, ids, new_tokens)
+        run(ids, new_tokens)
     prefill, decode = [], []
     for _ in range(repeats):
-        _, p, d = greedy(model, ids, new_tokens)
+        _, p, d = run(ids, new_tokens)
         prefill.append(p)
         decode.append(d)
     p, d = statistics.median(prefill), statistics.median(decode)
-    return Speed(ids.shape[1] / p, (new_tokens - 1) / d, 1000 * p)
+    return Speed(ids.shape[1] / p, (new_tokens - 1) / d, 1000 * p, compiled=is_compiled)
 
 
-def probe_positions(n_tokens: int, *, count: int, prefix: int, target: int, rng: random.Random) -> list[int]:
-    """``count`` distinct start offsets of a prefix+target window inside ``n_tokens`` tokens."""
-    last = n_tokens - prefix - target
-    if last < 0:
-        raise ValueError(f"text of {n_tokens} tokens is shorter than prefix {prefix} + target {target}")
-    return sorted(rng.sample(range(last + 1), min(count, last + 1)))
+def memory_read_gb_per_s(*, mib: int = 256, repeats: int = 5) -> float:
+    """Bytes per second a sum over a ``mib`` MiB float32 tensor reads: the best of ``repeats`` (GB/s).
 
-
-def memorization(model: Any, texts: Sequence[Sequence[int]], controls: Sequence[Sequence[int]], *,
-                 probes_per_text: int, prefix: int, target: int, seed: int, batch_size: int = 16) -> Memorization:
-    """Share of probes whose greedy continuation reproduces the next ``target`` tokens exactly.
-
-    From each text (and each control) ``probes_per_text`` windows are drawn with ``seed``: the first
-    ``prefix`` tokens prompt the model, the next ``target`` are what it must reproduce.
-
-    Beside the paper's all-or-nothing rate, the mean length of each continuation's verbatim prefix is
-    returned: a small model rarely reproduces 50 tokens, but how far it follows a text it has seen, against
-    the shuffled control, still measures memorization (the rate at length k is the share with matched >= k).
+    Read-only, like decoding's weight traffic; 256 MiB is far beyond any CPU cache here, so the sum
+    streams from memory. Runs with the calling process's torch threads.
     """
-    rng = random.Random(seed)
+    data = torch.ones(mib * 2**20 // 4)
+    data.sum()  # fault the pages in
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - start)
+    return data.numel() * 4 / best / 1e9
 
-    def windows(docs: Sequence[Sequence[int]]) -> list[list[int]]:
-        out = []
-        for doc in docs:
-            for p in probe_positions(len(doc), count=probes_per_text, prefix=prefix, target=target, rng=rng):
-                out.append(list(doc[p:p + prefix + target]))
-        return out
 
-    def matched(rows: list[list[int]]) -> list[int]:
-        lengths = []
-        for start in range(0, len(rows), batch_size):
-            batch = torch.tensor(rows[start:start + batch_size])
-            generated, _, _ = greedy(model, batch[:, :prefix], target)
-            equal = (generated.cpu() == batch[:, prefix:]).long()
-            lengths += equal.cumprod(dim=1).sum(dim=1).tolist()  # tokens before the first mismatch
-        return lengths
+def _decoder(model: Any, *, compiled: bool, warmup: int) -> tuple[Callable[..., Any], bool]:
+    """The greedy loop to time, and whether it is the compiled one."""
+    from tasks.llm.decode import CompiledDecoder, unsupported_reason
 
-    probes, control = windows(texts), windows(controls)
-    # Probes and controls share batches: a decoding step reads every weight once whatever the batch, so one
-    # batch of 2n rows costs little more than one of n.
-    lengths = matched(probes + control)
-    ours, theirs = lengths[:len(probes)], lengths[len(probes):]
-    return Memorization(rate=sum(n == target for n in ours) / len(ours),
-                        control_rate=sum(n == target for n in theirs) / len(theirs), probes=len(ours),
-                        matched=sum(ours) / len(ours), control_matched=sum(theirs) / len(theirs))
+    if not compiled or unsupported_reason(model) is not None:
+        return (lambda prompts, new_tokens: greedy(model, prompts, new_tokens)), False
+    if warmup < 1:
+        raise ValueError("compiled decoding needs warmup >= 1: its first run compiles")
+    return CompiledDecoder(model).greedy, True
 
 
 def _sync(tensor: torch.Tensor) -> None:

@@ -1,25 +1,43 @@
-"""One run of the llm task: load the model, make the variant, measure it."""
+"""One run of the llm task: load the model, make the variant, measure it, then the memory-read bound."""
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from suite.task import RunContext
 
 
 def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
+    from tasks.llm import measure
+
+    result = _measure_variant(config, ctx)
+    gc.collect()  # the model and its compiled decoder are garbage once _measure_variant returns
+    with ctx.phase("bandwidth"):
+        # Taken after decoding, in this process, with its threads: the same concurrency as the decoding it
+        # bounds. The model's memory is released first, so the probe's 256 MiB does not raise peak RSS.
+        bandwidth = measure.memory_read_gb_per_s()
+    bound = bandwidth * 1e9 / result["compute/decode_bytes_per_token"]
+    result["compute/memory_read_gb_per_s"] = bandwidth
+    result["compute/decode_bound_tokens_per_s"] = bound
+    result["compute/decode_of_bound"] = result["compute/decode_tokens_per_s"] / bound
+    return result
+
+
+def _measure_variant(config: Any, ctx: RunContext) -> dict[str, float]:
     from tasks.llm import measure, texts
-    from tasks.llm.variants import apply_variant, linear_sparsity, weight_bytes
+    from tasks.llm.variants import apply_variant, decode_bytes_per_token, linear_sparsity, weight_bytes
 
     with ctx.phase("load"):
         loaded = _load(config)
-        model = apply_variant(loaded.model, config.method, fp8_activation_bound=config.fp8_activation_bound,
-                              prune_pattern=config.prune_pattern)
-        model.to(_device(config.device))
         tokenizer = loaded.tokenizer
+        model = loaded.model.to(_device(config.device))
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    with ctx.phase("variant"):
+        calibration = _calibration(config, encode) if config.method == "wanda50" else None
+        model = apply_variant(model, config.method, fp8_activation_bound=config.fp8_activation_bound,
+                              prune_pattern=config.prune_pattern, calibration=calibration)
     held_out = encode(texts.held_out_text(held_out_every=config.held_out_every))
-
     with ctx.phase("eval"):
         quality = measure.evaluate_quality(
             model, held_out, context=config.context, max_tokens=config.eval_tokens,
@@ -27,35 +45,22 @@ def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
     with ctx.phase("speed"):
         ctx.progress("speed", 0, 1)
         speed = measure.measure_speed(model, held_out[:config.prompt_tokens], new_tokens=config.new_tokens,
-                                      repeats=config.speed_repeats)
-    with ctx.phase("memorization"):
-        ctx.progress("memorization", 0, 1)
-        licenses = texts.license_texts()
-        if not licenses:
-            raise RuntimeError("no Apache/MIT/BSD/GPL license text found in the installed packages")
-        probes = [encode(t) for t in licenses.values()]
-        controls = [encode(texts.shuffle_sentences(t, seed=config.control_seed)) for t in licenses.values()]
-        mem = measure.memorization(model, probes, controls, probes_per_text=config.probes_per_text,
-                                   prefix=config.prefix_tokens, target=config.target_tokens, seed=config.seed)
-    wbytes = weight_bytes(model)
+                                      repeats=config.speed_repeats, compiled=config.decode == "compiled")
     result = {
         "utility/perplexity": quality.perplexity,
         "utility/next_token_accuracy": quality.next_token_accuracy,
         "compute/prefill_tokens_per_s": speed.prefill_tokens_per_s,
         "compute/decode_tokens_per_s": speed.decode_tokens_per_s,
         "compute/ttft_ms": speed.ttft_ms,
-        "compute/weight_bytes": float(wbytes),
-        "compute/decode_weight_gb_per_s": wbytes * speed.decode_tokens_per_s / 1e9,
+        "compute/model_bytes": float(weight_bytes(model)),
+        "compute/decode_bytes_per_token": float(decode_bytes_per_token(model)),
+        "compute/decode_compiled": float(speed.compiled),
         "compute/linear_sparsity": linear_sparsity(model),
         "compute/model_from_cache": float(loaded.from_cache),
-        "compute/speed_emulated": float(config.method == "fp8_rowwise" and not _native_fp8(model)),
-        "privacy/memorization_rate": mem.rate,
-        "privacy/memorization_control": mem.control_rate,
-        "privacy/memorization_excess": mem.rate - mem.control_rate,
-        "privacy/memorization_probes": float(mem.probes),
-        "privacy/memorization_matched_tokens": mem.matched,
-        "privacy/memorization_matched_control": mem.control_matched,
+        "compute/speed_emulated": float(_speed_emulated(config.method, model)),
     }
+    if calibration is not None:
+        result["compute/calibration_tokens"] = float(calibration.numel())
     if config.lm_eval_tasks:
         from tasks.llm.harness import evaluate_harness
 
@@ -65,6 +70,18 @@ def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
                                       limit=config.lm_eval_limit)
         result["utility/lm_eval_accuracy"] = sum(scores.values()) / len(scores)
     return result
+
+
+def _calibration(config: Any, encode: Any) -> Any:
+    """Wanda's calibration batch: windows of the pydoc text that shares nothing with the held-out text."""
+    import torch
+
+    from tasks.llm import texts
+
+    ids = encode(texts.calibration_text(held_out_every=config.held_out_every))
+    windows = texts.calibration_windows(ids, sequences=config.calibration_sequences,
+                                        length=config.calibration_tokens, seed=config.seed)
+    return torch.tensor(windows)
 
 
 def _load(config: Any) -> Any:
@@ -85,7 +102,13 @@ def _device(name: str) -> str:
     return name
 
 
-def _native_fp8(model: Any) -> bool:
-    from tasks.llm.fp8 import _scaled_mm_available
+def _speed_emulated(method: str, model: Any) -> bool:
+    """int8 weight-only converts its weights to float on every call on any device (torchao's eager path);
+    FP8 row-wise is emulated unless a GPU runs torch._scaled_mm."""
+    if method == "int8":
+        return True
+    if method == "fp8_rowwise":
+        from tasks.llm.fp8 import _scaled_mm_available
 
-    return model.device.type == "cuda" and _scaled_mm_available()
+        return not (model.device.type == "cuda" and _scaled_mm_available())
+    return False

@@ -1,0 +1,68 @@
+"""The llm family's speed path: the compiled static-cache decoder gives the eager model's tokens, the
+bandwidth probe and the decode bound."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tasks.llm import measure
+from tasks.llm.decode import CompiledDecoder, unsupported_reason
+from tasks.llm.variants import apply_variant, decode_bytes_per_token, weight_bytes
+from tests.test_llm import _tiny_llama, smollm2  # noqa: F401 (a fixture)
+
+
+@pytest.mark.parametrize("method", ["fp32", "bf16", "wanda50"])
+def test_compiled_decoder_gives_the_eager_tokens(method: str) -> None:
+    model = apply_variant(_tiny_llama(), method, calibration=torch.randint(0, 64, (2, 16)))
+    decoder = CompiledDecoder(model)
+    for prompts in (torch.randint(0, 64, (1, 9)), torch.randint(0, 64, (2, 5))):
+        want, _, _ = measure.greedy(model, prompts, 12)
+        got, prefill_s, decode_s = decoder.greedy(prompts, 12)
+        assert torch.equal(got, want), method
+        assert prefill_s > 0 and decode_s > 0
+
+
+def test_compiled_decoder_leaves_quantized_variants_to_the_eager_loop() -> None:
+    for method in ("int8", "fp8_rowwise"):
+        model = apply_variant(_tiny_llama(), method)
+        assert unsupported_reason(model) is not None, method
+        with pytest.raises(ValueError, match="cannot run"):
+            CompiledDecoder(model)
+        speed = measure.measure_speed(model, list(range(8)), new_tokens=3, repeats=1, compiled=True)
+        assert not speed.compiled and speed.decode_tokens_per_s > 0
+    assert unsupported_reason(_tiny_llama()) is None
+
+
+def test_measure_speed_says_which_loop_ran() -> None:
+    model = _tiny_llama()
+    assert measure.measure_speed(model, list(range(8)), new_tokens=3, repeats=1, compiled=True).compiled
+    assert not measure.measure_speed(model, list(range(8)), new_tokens=3, repeats=1).compiled
+    with pytest.raises(ValueError, match="warmup"):
+        measure.measure_speed(model, list(range(8)), new_tokens=3, repeats=1, warmup=0, compiled=True)
+
+
+def test_decode_reads_the_tied_head_once_and_one_row_of_an_untied_embedding() -> None:
+    tied, untied = _tiny_llama(tied=True), _tiny_llama(tied=False)
+    assert decode_bytes_per_token(tied) == weight_bytes(tied)
+    embedding = untied.get_input_embeddings().weight
+    assert decode_bytes_per_token(untied) == weight_bytes(untied) - (embedding.numel() - embedding.shape[1]) * 4
+
+
+def test_bandwidth_probe_reads_at_a_plausible_rate() -> None:
+    gb_per_s = measure.memory_read_gb_per_s(mib=64, repeats=2)
+    assert 0.5 < gb_per_s < 2000  # a memory system, neither stalled nor a cache
+
+
+@pytest.mark.parametrize("method", ["fp32", "bf16"])
+def test_compiled_decoder_gives_smollm2s_eager_tokens_on_the_speed_prompt(smollm2, method: str) -> None:
+    import copy
+
+    from tasks.llm import texts
+
+    model = apply_variant(copy.deepcopy(smollm2.model), method)
+    prompt = smollm2.tokenizer(texts.held_out_text(), add_special_tokens=False)["input_ids"][:64]
+    ids = torch.tensor([prompt])
+    want, _, _ = measure.greedy(model, ids, 16)
+    got, _, _ = CompiledDecoder(model).greedy(ids, 16)
+    assert torch.equal(got, want)
