@@ -7,7 +7,7 @@ compiled path (:mod:`tasks.llm.decode`) times the same two phases.
 The decode bound: batch-one decoding reads every weight once per token, so it cannot be faster than
 memory bandwidth divided by the bytes it reads. :func:`memory_read_gb_per_s` measures that bandwidth
 with a read-only probe (a sum over a tensor far larger than the caches: no write traffic, unlike a copy)
-in the calling process, so it runs under the same concurrency as the decoding it bounds.
+in the calling process, right after each timed decoding, so it runs under the same concurrency.
 """
 
 from __future__ import annotations
@@ -35,6 +35,17 @@ class Speed:
     decode_tokens_per_s: float
     ttft_ms: float  # prompt in, first generated token out (batch of one)
     compiled: bool = False  # decoded by tasks.llm.decode.CompiledDecoder rather than the eager model
+    decoded_tokens: int = 0  # tokens each timed repeat decoded after the first (new_tokens - 1)
+    decode_s: tuple[float, ...] = ()  # each timed repeat's decoding time
+    read_gb_per_s: tuple[float, ...] = ()  # probe_bandwidth=True: the bandwidth probed right after each repeat
+
+    def decode_of_bound(self, bytes_per_token: float) -> float:
+        """Median over repeats of decode speed / (bandwidth / bytes read per token), each repeat against the
+        probe taken right after it, so that a change of load between repeats moves both sides together."""
+        if not self.read_gb_per_s:
+            raise ValueError("no bandwidth was probed: measure_speed(..., probe_bandwidth=True)")
+        return statistics.median(self.decoded_tokens / d / (bw * 1e9 / bytes_per_token)
+                                 for d, bw in zip(self.decode_s, self.read_gb_per_s))
 
 
 @torch.inference_mode()
@@ -85,12 +96,13 @@ def greedy(model: Any, prompts: torch.Tensor, new_tokens: int) -> tuple[torch.Te
 
 
 def measure_speed(model: Any, prompt: Sequence[int], *, new_tokens: int, repeats: int, warmup: int = 1,
-                  compiled: bool = False) -> Speed:
+                  compiled: bool = False, probe_bandwidth: bool = False) -> Speed:
     """Batch-one greedy generation of a fixed prompt: the median over ``repeats`` after ``warmup`` runs.
 
     ``compiled=True`` decodes with :class:`tasks.llm.decode.CompiledDecoder` where the model allows it
     (its compilation happens in the warm-up, which must then be at least 1) and eagerly otherwise;
-    ``Speed.compiled`` says which ran.
+    ``Speed.compiled`` says which ran. ``probe_bandwidth=True`` runs :func:`memory_read_gb_per_s` (128 MiB,
+    four times this machine's L3) after each timed repeat, under the same load as that repeat.
     """
     if new_tokens < 2:
         raise ValueError("new_tokens must be >= 2 to time decoding")
@@ -98,13 +110,17 @@ def measure_speed(model: Any, prompt: Sequence[int], *, new_tokens: int, repeats
     ids = torch.tensor([list(prompt)])
     for _ in range(warmup):
         run(ids, new_tokens)
-    prefill, decode = [], []
+    prefill, decode, bandwidth = [], [], []
     for _ in range(repeats):
         _, p, d = run(ids, new_tokens)
         prefill.append(p)
         decode.append(d)
+        if probe_bandwidth:
+            bandwidth.append(memory_read_gb_per_s(mib=128))
     p, d = statistics.median(prefill), statistics.median(decode)
-    return Speed(ids.shape[1] / p, (new_tokens - 1) / d, 1000 * p, compiled=is_compiled)
+    return Speed(ids.shape[1] / p, (new_tokens - 1) / d, 1000 * p, compiled=is_compiled,
+                 decoded_tokens=new_tokens - 1, decode_s=tuple(decode),
+                 read_gb_per_s=tuple(bandwidth))
 
 
 def memory_read_gb_per_s(*, mib: int = 256, repeats: int = 5) -> float:

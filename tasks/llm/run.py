@@ -1,60 +1,35 @@
-"""One run of the llm task: load the model, make the variant, measure it, then the memory-read bound."""
+"""One run of the llm task: load the model, make the variant, measure its quality, speed and size."""
 
 from __future__ import annotations
 
-import gc
+import statistics
 from typing import Any
 
 from suite.task import RunContext
 
 
 def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
-    from tasks.llm import measure
-
-    result = _measure_variant(config, ctx)
-    gc.collect()  # the model and its compiled decoder are garbage once _measure_variant returns
-    with ctx.phase("bandwidth"):
-        # Taken after decoding, in this process, with its threads: the same concurrency as the decoding it
-        # bounds. The model's memory is released first, so the probe's 256 MiB does not raise peak RSS.
-        bandwidth = measure.memory_read_gb_per_s()
-    bound = bandwidth * 1e9 / result["compute/decode_bytes_per_token"]
-    result["compute/memory_read_gb_per_s"] = bandwidth
-    result["compute/decode_bound_tokens_per_s"] = bound
-    result["compute/decode_of_bound"] = result["compute/decode_tokens_per_s"] / bound
-    return result
-
-
-def _measure_variant(config: Any, ctx: RunContext) -> dict[str, float]:
     from tasks.llm import measure, texts
-    from tasks.llm.variants import apply_variant, decode_bytes_per_token, linear_sparsity, weight_bytes
+    from tasks.llm.variants import linear_sparsity, weight_bytes
 
-    with ctx.phase("load"):
-        loaded = _load(config)
-        tokenizer = loaded.tokenizer
-        model = loaded.model.to(_device(config.device))
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    with ctx.phase("variant"):
-        calibration = _calibration(config, encode) if config.method == "wanda50" else None
-        model = apply_variant(model, config.method, fp8_activation_bound=config.fp8_activation_bound,
-                              prune_pattern=config.prune_pattern, calibration=calibration)
-    held_out = encode(texts.held_out_text(held_out_every=config.held_out_every))
+    loaded, model, calibration = _make_variant(config, ctx)
+    held_out = _encode(loaded.tokenizer, texts.held_out_text(held_out_every=config.held_out_every))
     with ctx.phase("eval"):
         quality = measure.evaluate_quality(
             model, held_out, context=config.context, max_tokens=config.eval_tokens,
             progress=lambda d, t: ctx.progress("perplexity", d, t))
     with ctx.phase("speed"):
         ctx.progress("speed", 0, 1)
+        # The bandwidth probe runs right after each timed repeat, in this process and with its threads: the
+        # same concurrency as the decoding it bounds (in a sweep, the other cell runs on the other core).
         speed = measure.measure_speed(model, held_out[:config.prompt_tokens], new_tokens=config.new_tokens,
-                                      repeats=config.speed_repeats, compiled=config.decode == "compiled")
+                                      repeats=config.speed_repeats, compiled=config.decode == "compiled",
+                                      probe_bandwidth=True)
     result = {
         "utility/perplexity": quality.perplexity,
         "utility/next_token_accuracy": quality.next_token_accuracy,
-        "compute/prefill_tokens_per_s": speed.prefill_tokens_per_s,
-        "compute/decode_tokens_per_s": speed.decode_tokens_per_s,
-        "compute/ttft_ms": speed.ttft_ms,
+        **_speed_metrics(speed, model),
         "compute/model_bytes": float(weight_bytes(model)),
-        "compute/decode_bytes_per_token": float(decode_bytes_per_token(model)),
-        "compute/decode_compiled": float(speed.compiled),
         "compute/linear_sparsity": linear_sparsity(model),
         "compute/model_from_cache": float(loaded.from_cache),
         "compute/speed_emulated": float(_speed_emulated(config.method, model)),
@@ -66,19 +41,54 @@ def _measure_variant(config: Any, ctx: RunContext) -> dict[str, float]:
 
         with ctx.phase("lm_eval"):
             ctx.progress("lm-eval", 0, 1)
-            scores = evaluate_harness(model, tokenizer, tasks=config.lm_eval_tasks, task_dir=config.lm_eval_dir,
-                                      limit=config.lm_eval_limit)
+            scores = evaluate_harness(model, loaded.tokenizer, tasks=config.lm_eval_tasks,
+                                      task_dir=config.lm_eval_dir, limit=config.lm_eval_limit)
         result["utility/lm_eval_accuracy"] = sum(scores.values()) / len(scores)
     return result
 
 
-def _calibration(config: Any, encode: Any) -> Any:
+def _make_variant(config: Any, ctx: RunContext) -> tuple[Any, Any, Any]:
+    """The loaded model (with its tokenizer), the variant made of it, and Wanda's calibration batch (or None)."""
+    from tasks.llm.variants import apply_variant
+
+    with ctx.phase("load"):
+        loaded = _load(config)
+        model = loaded.model.to(_device(config.device))
+    with ctx.phase("variant"):
+        calibration = _calibration(config, loaded.tokenizer) if config.method == "wanda50" else None
+        model = apply_variant(model, config.method, fp8_activation_bound=config.fp8_activation_bound,
+                              prune_pattern=config.prune_pattern, calibration=calibration)
+    return loaded, model, calibration
+
+
+def _speed_metrics(speed: Any, model: Any) -> dict[str, float]:
+    from tasks.llm.variants import decode_bytes_per_token
+
+    per_token = decode_bytes_per_token(model)
+    bandwidth = statistics.median(speed.read_gb_per_s)
+    return {
+        "compute/prefill_tokens_per_s": speed.prefill_tokens_per_s,
+        "compute/decode_tokens_per_s": speed.decode_tokens_per_s,
+        "compute/ttft_ms": speed.ttft_ms,
+        "compute/decode_bytes_per_token": float(per_token),
+        "compute/memory_read_gb_per_s": bandwidth,
+        "compute/decode_bound_tokens_per_s": bandwidth * 1e9 / per_token,
+        "compute/decode_of_bound": speed.decode_of_bound(per_token),
+        "compute/decode_compiled": float(speed.compiled),
+    }
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _calibration(config: Any, tokenizer: Any) -> Any:
     """Wanda's calibration batch: windows of the pydoc text that shares nothing with the held-out text."""
     import torch
 
     from tasks.llm import texts
 
-    ids = encode(texts.calibration_text(held_out_every=config.held_out_every))
+    ids = _encode(tokenizer, texts.calibration_text(held_out_every=config.held_out_every))
     windows = texts.calibration_windows(ids, sequences=config.calibration_sequences,
                                         length=config.calibration_tokens, seed=config.seed)
     return torch.tensor(windows)
