@@ -50,13 +50,15 @@ def test_decode_reads_the_tied_head_once_and_one_row_of_an_untied_embedding() ->
 
 
 def test_each_repeat_is_held_against_the_bandwidth_probed_right_after_it() -> None:
-    speed = measure.Speed(7.5, 7.5, 1.0, decoded_tokens=15, decode_s=(1.0, 2.0, 4.0), read_gb_per_s=(30.0, 30.0, 10.0))
+    speed = measure.Speed(7.5, 7.5, 1.0, decoded_tokens=15, decode_busy_s=(1.0, 2.0, 4.0),
+                          read_gb_per_s=(30.0, 30.0, 10.0))
     # bounds 10, 10 and 3.33 tokens/s for 3 GB a token; speeds 15, 7.5 and 3.75: ratios 1.5, 0.75, 1.125
     assert speed.decode_of_bound(3e9) == pytest.approx(1.125)
     with pytest.raises(ValueError, match="probe_bandwidth"):
         measure.Speed(1.0, 1.0, 1.0).decode_of_bound(1e9)
     measured = measure.measure_speed(_tiny_llama(), list(range(8)), new_tokens=3, repeats=2, probe_bandwidth=True)
-    assert len(measured.read_gb_per_s) == len(measured.decode_s) == 2 and measured.decoded_tokens == 2
+    assert len(measured.read_gb_per_s) == len(measured.decode_busy_s) == 2 and measured.decoded_tokens == 2
+    assert speed.decode_tokens_per_busy_s == 7.5
 
 
 def test_bandwidth_probe_reads_at_a_plausible_rate() -> None:

@@ -21,7 +21,6 @@ equal those of the eager model (a test compares them); only the order of floatin
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import torch
@@ -80,31 +79,30 @@ class CompiledDecoder:
         self.head = torch.compile(_head_step, dynamic=False, fullgraph=True)
 
     @torch.inference_mode()
-    def greedy(self, prompts: torch.Tensor, new_tokens: int) -> tuple[torch.Tensor, float, float]:
-        """Like :func:`tasks.llm.measure.greedy`: (tokens [B, new_tokens], prefill s, decode s).
+    def greedy(self, prompts: torch.Tensor, new_tokens: int, *,
+               busy_s: list[float] | None = None) -> tuple[torch.Tensor, float, float]:
+        """Like :func:`tasks.llm.measure.greedy`: (tokens [B, new_tokens], prefill s, decode s), ``busy_s``.
 
         The prompt runs through the eager model (prefill); its KV cache is copied into static buffers
         of the final length, and every later token runs the compiled steps.
         """
-        from tasks.llm.measure import _sync
+        from tasks.llm.measure import _spans, _stamp, busy_clock
 
         model = self.model
         prompts = prompts.to(model.device)
         batch, length = prompts.shape
-        _sync(prompts)
-        start = time.perf_counter()
+        clock = busy_clock(prompts.device)
+        start = _stamp(prompts, clock)
         out = model(input_ids=prompts, use_cache=True, logits_to_keep=1)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
-        _sync(token)
-        first = time.perf_counter()
+        first = _stamp(token, clock)
         caches = self._static_caches(out.cache, batch, length + new_tokens)
         generated = [token]
         for position in range(length, length + new_tokens - 1):
             token = self._next(token, position, caches, length + new_tokens)
             generated.append(token)
-        _sync(token)
-        end = time.perf_counter()
-        return torch.cat(generated, dim=1), first - start, end - first
+        end = _stamp(token, clock)
+        return torch.cat(generated, dim=1), *_spans(start, first, end, busy_s)
 
     def _static_caches(self, cache: Any, batch: int, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = []

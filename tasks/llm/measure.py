@@ -12,6 +12,7 @@ in the calling process, right after each timed decoding, so it runs under the sa
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -36,16 +37,22 @@ class Speed:
     ttft_ms: float  # prompt in, first generated token out (batch of one)
     compiled: bool = False  # decoded by tasks.llm.decode.CompiledDecoder rather than the eager model
     decoded_tokens: int = 0  # tokens each timed repeat decoded after the first (new_tokens - 1)
-    decode_s: tuple[float, ...] = ()  # each timed repeat's decoding time
-    read_gb_per_s: tuple[float, ...] = ()  # probe_bandwidth=True: the bandwidth probed right after each repeat
+    decode_busy_s: tuple[float, ...] = ()  # each timed repeat's decoding time on the busy clock (see busy_clock)
+    read_gb_per_s: tuple[float, ...] = ()  # probe_bandwidth=True: bandwidth probed right after each repeat (busy clock)
+
+    @property
+    def decode_tokens_per_busy_s(self) -> float:
+        """Decoded tokens per second of the busy clock (median over repeats)."""
+        return self.decoded_tokens / statistics.median(self.decode_busy_s)
 
     def decode_of_bound(self, bytes_per_token: float) -> float:
         """Median over repeats of decode speed / (bandwidth / bytes read per token), each repeat against the
-        probe taken right after it, so that a change of load between repeats moves both sides together."""
+        probe taken right after it, both timed by the busy clock: a change of load between repeats moves both
+        sides together, and time spent waiting for a core on a shared machine counts on neither."""
         if not self.read_gb_per_s:
             raise ValueError("no bandwidth was probed: measure_speed(..., probe_bandwidth=True)")
         return statistics.median(self.decoded_tokens / d / (bw * 1e9 / bytes_per_token)
-                                 for d, bw in zip(self.decode_s, self.read_gb_per_s))
+                                 for d, bw in zip(self.decode_busy_s, self.read_gb_per_s))
 
 
 @torch.inference_mode()
@@ -71,18 +78,19 @@ def evaluate_quality(model: Any, token_ids: Sequence[int], *, context: int, max_
 
 
 @torch.inference_mode()
-def greedy(model: Any, prompts: torch.Tensor, new_tokens: int) -> tuple[torch.Tensor, float, float]:
+def greedy(model: Any, prompts: torch.Tensor, new_tokens: int, *,
+           busy_s: list[float] | None = None) -> tuple[torch.Tensor, float, float]:
     """Greedy continuation of equal-length prompts: (tokens [B, new_tokens], prefill s, decode s).
 
-    Prefill time runs from the prompt to the first generated token; decode time covers the rest.
+    Prefill time runs from the prompt to the first generated token; decode time covers the rest (wall
+    clock). ``busy_s``, if given, receives the same two spans on :func:`busy_clock`.
     """
     prompts = prompts.to(model.device)
-    _sync(prompts)
-    start = time.perf_counter()
+    clock = busy_clock(prompts.device)
+    start = _stamp(prompts, clock)
     out = model(input_ids=prompts, use_cache=True, logits_to_keep=1)  # the last position's logits, as generate
     token = out.logits[:, -1].argmax(-1, keepdim=True)
-    _sync(token)
-    first = time.perf_counter()
+    first = _stamp(token, clock)
     generated = [token]
     cache = out.cache  # transformers 5: the KV cache travels as ``cache`` (past_key_values is deprecated)
     for _ in range(new_tokens - 1):
@@ -90,9 +98,8 @@ def greedy(model: Any, prompts: torch.Tensor, new_tokens: int) -> tuple[torch.Te
         cache = out.cache
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         generated.append(token)
-    _sync(token)
-    end = time.perf_counter()
-    return torch.cat(generated, dim=1), first - start, end - first
+    end = _stamp(token, clock)
+    return torch.cat(generated, dim=1), *_spans(start, first, end, busy_s)
 
 
 def measure_speed(model: Any, prompt: Sequence[int], *, new_tokens: int, repeats: int, warmup: int = 1,
@@ -101,8 +108,8 @@ def measure_speed(model: Any, prompt: Sequence[int], *, new_tokens: int, repeats
 
     ``compiled=True`` decodes with :class:`tasks.llm.decode.CompiledDecoder` where the model allows it
     (its compilation happens in the warm-up, which must then be at least 1) and eagerly otherwise;
-    ``Speed.compiled`` says which ran. ``probe_bandwidth=True`` runs :func:`memory_read_gb_per_s` (128 MiB,
-    four times this machine's L3) after each timed repeat, under the same load as that repeat.
+    ``Speed.compiled`` says which ran. ``probe_bandwidth=True`` runs :func:`memory_read_gb_per_s` on the
+    model's device after each timed repeat, under the same load as that repeat.
     """
     if new_tokens < 2:
         raise ValueError("new_tokens must be >= 2 to time decoding")
@@ -110,33 +117,45 @@ def measure_speed(model: Any, prompt: Sequence[int], *, new_tokens: int, repeats
     ids = torch.tensor([list(prompt)])
     for _ in range(warmup):
         run(ids, new_tokens)
-    prefill, decode, bandwidth = [], [], []
+    prefill, decode, busy, bandwidth = [], [], [], []
     for _ in range(repeats):
-        _, p, d = run(ids, new_tokens)
+        spans: list[float] = []
+        _, p, d = run(ids, new_tokens, busy_s=spans)
         prefill.append(p)
         decode.append(d)
+        busy.append(spans[1])
         if probe_bandwidth:
-            bandwidth.append(memory_read_gb_per_s(mib=128))
+            bandwidth.append(memory_read_gb_per_s(device=model.device))
     p, d = statistics.median(prefill), statistics.median(decode)
     return Speed(ids.shape[1] / p, (new_tokens - 1) / d, 1000 * p, compiled=is_compiled,
-                 decoded_tokens=new_tokens - 1, decode_s=tuple(decode),
-                 read_gb_per_s=tuple(bandwidth))
+                 decoded_tokens=new_tokens - 1, decode_busy_s=tuple(busy), read_gb_per_s=tuple(bandwidth))
 
 
-def memory_read_gb_per_s(*, mib: int = 256, repeats: int = 5) -> float:
-    """Bytes per second a sum over a ``mib`` MiB float32 tensor reads: the best of ``repeats`` (GB/s).
+def memory_read_gb_per_s(*, mib: int | None = None, repeats: int = 5, device: Any = "cpu") -> float:
+    """Bytes per second of :func:`busy_clock` that a sum over a float32 tensor reads: the best of ``repeats``.
 
-    Read-only, like decoding's weight traffic; 256 MiB is far beyond any CPU cache here, so the sum
-    streams from memory. Runs with the calling process's torch threads.
+    Read-only, like decoding's weight traffic. The tensor, on ``device``, is ``mib`` MiB: by default 128 on a
+    CPU (four times this machine's 32 MiB L3) and 2048 on a GPU (far beyond any L2), so the sum streams from
+    memory. Runs with the calling process's torch threads.
     """
-    data = torch.ones(mib * 2**20 // 4)
-    data.sum()  # fault the pages in
+    device = torch.device(device)
+    mib = mib or (128 if device.type == "cpu" else 2048)
+    data = torch.ones(mib * 2**20 // 4, device=device)
+    clock = busy_clock(device)
     best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    for i in range(repeats + 1):  # the first pass faults the pages in
+        start = _stamp(data, clock)[1]
         data.sum()
-        best = min(best, time.perf_counter() - start)
+        elapsed = _stamp(data, clock)[1] - start
+        best = min(best, elapsed) if i else best
     return data.numel() * 4 / best / 1e9
+
+
+def busy_clock(device: Any) -> Callable[[], float]:
+    """The clock speed is held against the memory-read bound with: this process's CPU time on a CPU, so that
+    time spent waiting for a core on a shared machine counts neither for the decoding nor for the probe (on an
+    idle machine it equals the wall clock for single-threaded work); the wall clock on a GPU."""
+    return time.process_time if torch.device(device).type == "cpu" else time.perf_counter
 
 
 def _decoder(model: Any, *, compiled: bool, warmup: int) -> tuple[Callable[..., Any], bool]:
@@ -144,10 +163,24 @@ def _decoder(model: Any, *, compiled: bool, warmup: int) -> tuple[Callable[..., 
     from tasks.llm.decode import CompiledDecoder, unsupported_reason
 
     if not compiled or unsupported_reason(model) is not None:
-        return (lambda prompts, new_tokens: greedy(model, prompts, new_tokens)), False
+        return functools.partial(greedy, model), False
     if warmup < 1:
         raise ValueError("compiled decoding needs warmup >= 1: its first run compiles")
     return CompiledDecoder(model).greedy, True
+
+
+def _stamp(tensor: torch.Tensor, clock: Callable[[], float]) -> tuple[float, float]:
+    """(wall, busy clock) now, once queued GPU work on ``tensor``'s device is done."""
+    _sync(tensor)
+    return time.perf_counter(), clock()
+
+
+def _spans(start: tuple[float, float], first: tuple[float, float], end: tuple[float, float],
+           busy_s: list[float] | None) -> tuple[float, float]:
+    """Wall seconds of prefill and decode; their busy-clock seconds go into ``busy_s`` if given."""
+    if busy_s is not None:
+        busy_s[:] = [first[1] - start[1], end[1] - first[1]]
+    return first[0] - start[0], end[0] - first[0]
 
 
 def _sync(tensor: torch.Tensor) -> None:

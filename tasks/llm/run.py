@@ -69,6 +69,7 @@ def _speed_metrics(speed: Any, model: Any) -> dict[str, float]:
     return {
         "compute/prefill_tokens_per_s": speed.prefill_tokens_per_s,
         "compute/decode_tokens_per_s": speed.decode_tokens_per_s,
+        "compute/decode_tokens_per_cpu_s": speed.decode_tokens_per_busy_s,
         "compute/ttft_ms": speed.ttft_ms,
         "compute/decode_bytes_per_token": float(per_token),
         "compute/memory_read_gb_per_s": bandwidth,

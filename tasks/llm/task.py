@@ -98,13 +98,18 @@ class LLMTask(Task):
         "compute/model_bytes": Metric("lower", "bytes", "parameters and buffers as stored (tied weights once)"),
         "compute/decode_bytes_per_token": Metric("none", "bytes", "weight bytes one decoding step reads (every "
                                                  "weight once; one row of an untied input embedding)"),
+        "compute/decode_tokens_per_cpu_s": Metric("higher", "tokens/s", "generated tokens per second of the "
+                                                  "process's CPU time (wall time on a GPU): decoding speed while it "
+                                                  "runs, without the time a shared machine makes it wait" + _EMULATED),
         "compute/memory_read_gb_per_s": Metric("none", "GB/s", "memory-read bandwidth in this run: a read-only sum "
-                                               "over 128 MiB with the run's threads (best of 5) right after each "
-                                               "timed decoding, so under the same concurrency; median of repeats"),
+                                               "over 128 MiB (2 GiB on a GPU) with the run's threads, best of 5, "
+                                               "right after each timed decoding, so under the same concurrency; per "
+                                               "second of CPU time (wall on a GPU); median of repeats"),
         "compute/decode_bound_tokens_per_s": Metric("none", "tokens/s", "the decode speed that bandwidth allows: "
                                                     "memory_read_gb_per_s / decode_bytes_per_token"),
-        "compute/decode_of_bound": Metric("higher", "fraction", "decode tokens/s over the memory-read bound, median "
-                                          "over repeats, each against the probe taken right after it" + _EMULATED),
+        "compute/decode_of_bound": Metric("higher", "fraction", "decode_tokens_per_cpu_s over the memory-read bound, "
+                                          "median over repeats, each against the probe taken right after it"
+                                          + _EMULATED),
         "compute/decode_compiled": Metric("none", "flag", "1 when decoding ran the compiled static-cache step, "
                                           "0 when eager (config decode=eager, or a variant it does not support)"),
         "compute/linear_sparsity": Metric("none", "fraction", "exact zeros among the blocks' float linear weights"),
