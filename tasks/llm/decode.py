@@ -29,6 +29,9 @@ from torch import nn
 
 from suite.cache import cache_root
 
+_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
 
 def inductor_cache_dir() -> str:
     """Where compiled kernels are kept: ``$TORCHINDUCTOR_CACHE_DIR`` if set, else the suite's llm cache.
@@ -46,12 +49,13 @@ def unsupported_reason(model: Any) -> str | None:
         return f"not a Llama-architecture model ({getattr(config, 'model_type', None)})"
     if getattr(config, "hidden_act", None) != "silu":
         return f"activation {config.hidden_act} (the compiled step is SwiGLU)"
-    for layer in model.model.layers:
-        for name, module in layer.named_modules():
-            if isinstance(module, nn.Linear) and (module.bias is not None or type(module.weight.data) is not torch.Tensor):
-                return f"{name} is not a plain bias-free linear layer ({type(module.weight.data).__name__} weight)"
-        if not isinstance(layer.mlp.down_proj, nn.Linear) or not isinstance(layer.self_attn.q_proj, nn.Linear):
-            return f"{type(layer.mlp.down_proj).__name__} projections (a quantized variant)"
+    for i, layer in enumerate(model.model.layers):
+        for name in _PROJECTIONS:
+            module = layer.get_submodule(name)
+            weight = getattr(module, "weight", None)
+            if type(module) is not nn.Linear or module.bias is not None or type(weight.data) is not torch.Tensor:
+                kind = type(module).__name__ if type(module) is not nn.Linear else f"{type(weight.data).__name__} weight"
+                return f"layers.{i}.{name} is not a plain bias-free linear layer ({kind}: a quantized variant)"
     return None
 
 

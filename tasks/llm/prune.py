@@ -93,7 +93,8 @@ def wanda_prune(model: Any, calibration: torch.Tensor, *, pattern: str, sparsity
     calibration tokens seen by each layer.
     """
     if calibration.dim() != 2 or calibration.numel() == 0:
-        raise ValueError(f"calibration must be a non-empty (sequences, tokens) tensor, got shape {tuple(calibration.shape)}")
+        raise ValueError("calibration must be a non-empty (sequences, tokens) tensor, "
+                         f"got shape {tuple(calibration.shape)}")
     handles = [layer.register_forward_pre_hook(_prune_before_forward(pattern, sparsity), with_kwargs=True)
                for layer in model.model.layers]
     try:
