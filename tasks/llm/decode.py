@@ -54,7 +54,7 @@ def unsupported_reason(model: Any) -> str | None:
             module = layer.get_submodule(name)
             weight = getattr(module, "weight", None)
             if type(module) is not nn.Linear or module.bias is not None or type(weight.data) is not torch.Tensor:
-                kind = type(module).__name__ if type(module) is not nn.Linear else f"{type(weight.data).__name__} weight"
+                kind = f"{type(weight.data).__name__} weight" if type(module) is nn.Linear else type(module).__name__
                 return f"layers.{i}.{name} is not a plain bias-free linear layer ({kind}: a quantized variant)"
     return None
 
