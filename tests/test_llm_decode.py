@@ -78,3 +78,17 @@ def test_compiled_decoder_gives_smollm2s_eager_tokens_on_the_speed_prompt(smollm
     want, _, _ = measure.greedy(model, ids, 16)
     got, _, _ = CompiledDecoder(model).greedy(ids, 16)
     assert torch.equal(got, want)
+
+
+def test_compiled_kernels_go_to_the_suites_cache_unless_a_user_chose_a_directory(monkeypatch, tmp_path) -> None:
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from tasks.llm.decode import inductor_cache_dir
+
+    monkeypatch.setenv("SUITE_CACHE", str(tmp_path / "suite"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what inductor writes there itself
+    assert inductor_cache_dir() == str(tmp_path / "suite" / "llm" / "inductor")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    assert inductor_cache_dir() == str(tmp_path / "suite" / "llm" / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert inductor_cache_dir() == str(tmp_path / "mine")

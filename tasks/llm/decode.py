@@ -34,12 +34,20 @@ _PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "sel
 
 
 def inductor_cache_dir() -> str:
-    """Where compiled kernels are kept: ``$TORCHINDUCTOR_CACHE_DIR`` if set, else the suite's llm cache.
+    """Where compiled kernels are kept: ``$TORCHINDUCTOR_CACHE_DIR`` if a user chose one, else the suite's llm cache.
 
-    Under ``SUITE_CACHE`` the compile cache is emptied with the rest of the suite's cache, so a cold
-    sweep pays for compiling and a warm one does not, as it should be measured.
+    Under ``SUITE_CACHE`` the compile cache is emptied with the rest of the suite's cache, so a cold sweep pays
+    for compiling and a warm one does not, as it should be measured. Inductor writes its own default into the
+    variable the first time anything asks for its cache directory (a sweep's fork server importing inductor
+    does), so that default counts as no choice.
     """
-    return os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root("llm") / "inductor"))
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not chosen or os.path.abspath(chosen) == os.path.abspath(default_cache_dir()):
+        chosen = str(cache_root("llm") / "inductor")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = chosen
+    return chosen
 
 
 def unsupported_reason(model: Any) -> str | None:
