@@ -85,8 +85,6 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``<path>.lock`` for the block (``flock``: released if the process dies)."""
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -107,10 +105,13 @@ def build_once(path: Path, *, load: Callable[[Path], T | None], build: Callable[
                save: Callable[[T, IO[bytes]], None]) -> Built[T]:
     """The value cached at ``path``, built once however many processes ask for it at the same time.
 
-    Under :func:`file_lock` of ``path``: when the file exists and ``load(path)`` returns a value,
-    that value is reused; ``load`` returns None for a file it cannot use (saying why in a log
-    line), which is then rebuilt. Else ``build()`` makes the value and ``save(value, file)``
-    writes it through :func:`atomic_write`; a failure to write only costs the cache.
+    A whole file is read without locking (files are renamed into place whole, :func:`atomic_write`):
+    when ``load(path)`` returns a value, that value is reused; ``load`` returns None for a file it
+    cannot use (saying why in a log line). Otherwise the caller takes :func:`file_lock` of ``path``
+    and loads again, since another process may have built the file while this one waited; only
+    when it is still missing or unusable does ``build()`` make the value, and ``save(value, file)``
+    write it through :func:`atomic_write`, the lock held until the file is complete. A failure to
+    write only costs the cache.
 
     >>> import json, tempfile
     >>> with tempfile.TemporaryDirectory() as d:
@@ -120,6 +121,10 @@ def build_once(path: Path, *, load: Callable[[Path], T | None], build: Callable[
     >>> first.hit, again.hit, again.value
     (False, True, [1, 2])
     """
+    if path.exists():
+        value = load(path)
+        if value is not None:
+            return Built(value, True, path)
     with file_lock(path):
         if path.exists():
             value = load(path)

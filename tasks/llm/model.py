@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from suite.cache import atomic_write, cache_key, cache_root
+from suite.cache import atomic_write, build_once, cache_key, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +72,26 @@ def load_gguf_cached(*, root: Path | None = None) -> LoadedModel:
 
 
 def load_cached(path: Path, build: Callable[[], tuple[Any, Any]], *, source: str) -> LoadedModel:
-    """The model and tokenizer in the cache file ``path``; ``build()`` makes them when it is absent or broken."""
-    problem = verify_cache_file(path) if path.exists() else "absent"
-    if problem is None:
-        model, tokenizer = _load_cache_file(path)
-        return LoadedModel(model, tokenizer, str(path), True)
-    if problem != "absent":
-        log.warning("model cache %s is unusable (%s): rebuilding it from %s", path, problem, source)
-    log.info("building the model cache from %s (the GGUF takes about 40 s on two cores)", source)
-    model, tokenizer = build()
-    write_cache_file(path, model, tokenizer)
-    return LoadedModel(model, tokenizer, source, False)
+    """The model and tokenizer in the cache file ``path``; ``build()`` makes them when it is absent or broken.
+
+    Processes that find the file missing at the same time build it once: one dequantizes while the
+    others wait on the cache entry's lock and then read its file (:func:`suite.cache.build_once`).
+    """
+    def read(p: Path) -> tuple[Any, Any] | None:
+        problem = verify_cache_file(p) if p.exists() else "absent"
+        if problem is None:
+            return _load_cache_file(p)
+        if problem != "absent":
+            log.warning("model cache %s is unusable (%s): rebuilding it from %s", p, problem, source)
+        return None
+
+    def make() -> tuple[Any, Any]:
+        log.info("building the model cache from %s (the GGUF takes about 40 s on two cores)", source)
+        return build()
+
+    built = build_once(path, load=read, build=make, save=lambda value, file: file.write(cache_file_bytes(*value)))
+    model, tokenizer = built.value
+    return LoadedModel(model, tokenizer, str(path) if built.hit else source, built.hit)
 
 
 def load_hf_dir(model_dir: str | Path) -> LoadedModel:
@@ -112,7 +121,7 @@ def _dequantize(gguf: Path) -> tuple[Any, Any]:
 
 # -- the cache file ------------------------------------------------------------------------
 
-def write_cache_file(path: Path, model: Any, tokenizer: Any) -> None:
+def cache_file_bytes(model: Any, tokenizer: Any) -> bytes:
     """Weights as safetensors; config, tokenizer files and the SHA-256 of the tensor bytes in its header."""
     from safetensors.torch import save
 
@@ -126,12 +135,7 @@ def write_cache_file(path: Path, model: Any, tokenizer: Any) -> None:
     # The data section of a safetensors file does not depend on its header: serialize once to hash it.
     blob = save(tensors, metadata=meta)
     digest = hashlib.sha256(memoryview(blob)[8 + _header_len(blob):]).hexdigest()
-    blob = save(tensors, metadata={**meta, "data_sha256": digest})
-    try:
-        with atomic_write(path) as f:
-            f.write(blob)
-    except OSError as exc:  # a failure to write only costs the cache
-        log.warning("could not write model cache %s (%s)", path, exc)
+    return save(tensors, metadata={**meta, "data_sha256": digest})
 
 
 def verify_cache_file(path: Path) -> str | None:

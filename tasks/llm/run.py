@@ -1,7 +1,8 @@
-"""One run of the llm task: load the model, make the variant, measure it."""
+"""One run of the llm task: load the model, make the variant, measure its quality, speed and size."""
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from suite.examples import digest
@@ -14,17 +15,10 @@ LOSS_BLOCK = 32
 
 def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
     from tasks.llm import measure, texts
-    from tasks.llm.variants import apply_variant, linear_sparsity, weight_bytes
+    from tasks.llm.variants import linear_sparsity, weight_bytes
 
-    with ctx.phase("load"):
-        loaded = _load(config)
-        model = apply_variant(loaded.model, config.method, fp8_activation_bound=config.fp8_activation_bound,
-                              prune_pattern=config.prune_pattern)
-        model.to(_device(config.device))
-        tokenizer = loaded.tokenizer
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    held_out = encode(texts.held_out_text(held_out_every=config.held_out_every))
-
+    loaded, model, calibration = _make_variant(config, ctx)
+    held_out = _encode(loaded.tokenizer, texts.held_out_text(held_out_every=config.held_out_every))
     with ctx.phase("eval"):
         quality = measure.evaluate_quality(
             model, held_out, context=config.context, max_tokens=config.eval_tokens,
@@ -36,45 +30,79 @@ def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
                               block=LOSS_BLOCK)
     with ctx.phase("speed"):
         ctx.progress("speed", 0, 1)
+        # The bandwidth probe runs right after each timed repeat, in this process and with its threads: the
+        # same concurrency as the decoding it bounds (in a sweep, the other cell runs on the other core).
         speed = measure.measure_speed(model, held_out[:config.prompt_tokens], new_tokens=config.new_tokens,
-                                      repeats=config.speed_repeats)
-    with ctx.phase("memorization"):
-        ctx.progress("memorization", 0, 1)
-        licenses = texts.license_texts()
-        if not licenses:
-            raise RuntimeError("no Apache/MIT/BSD/GPL license text found in the installed packages")
-        probes = [encode(t) for t in licenses.values()]
-        controls = [encode(texts.shuffle_sentences(t, seed=config.control_seed)) for t in licenses.values()]
-        mem = measure.memorization(model, probes, controls, probes_per_text=config.probes_per_text,
-                                   prefix=config.prefix_tokens, target=config.target_tokens, seed=config.seed)
-    wbytes = weight_bytes(model)
+                                      repeats=config.speed_repeats, compiled=config.decode == "compiled",
+                                      probe_bandwidth=True)
     result = {
         "utility/perplexity": quality.perplexity,
         "utility/next_token_accuracy": quality.next_token_accuracy,
-        "compute/prefill_tokens_per_s": speed.prefill_tokens_per_s,
-        "compute/decode_tokens_per_s": speed.decode_tokens_per_s,
-        "compute/ttft_ms": speed.ttft_ms,
-        "compute/weight_bytes": float(wbytes),
-        "compute/decode_weight_gb_per_s": wbytes * speed.decode_tokens_per_s / 1e9,
+        **_speed_metrics(speed, model),
+        "compute/model_bytes": float(weight_bytes(model)),
         "compute/linear_sparsity": linear_sparsity(model),
         "compute/model_from_cache": float(loaded.from_cache),
-        "compute/speed_emulated": float(config.method == "fp8_rowwise" and not _native_fp8(model)),
-        "privacy/memorization_rate": mem.rate,
-        "privacy/memorization_control": mem.control_rate,
-        "privacy/memorization_excess": mem.rate - mem.control_rate,
-        "privacy/memorization_probes": float(mem.probes),
-        "privacy/memorization_matched_tokens": mem.matched,
-        "privacy/memorization_matched_control": mem.control_matched,
+        "compute/speed_emulated": float(_speed_emulated(config.method, model)),
     }
+    if calibration is not None:
+        result["compute/calibration_tokens"] = float(calibration.numel())
     if config.lm_eval_tasks:
         from tasks.llm.harness import evaluate_harness
 
         with ctx.phase("lm_eval"):
             ctx.progress("lm-eval", 0, 1)
-            scores = evaluate_harness(model, tokenizer, tasks=config.lm_eval_tasks, task_dir=config.lm_eval_dir,
-                                      limit=config.lm_eval_limit)
+            scores = evaluate_harness(model, loaded.tokenizer, tasks=config.lm_eval_tasks,
+                                      task_dir=config.lm_eval_dir, limit=config.lm_eval_limit)
         result["utility/lm_eval_accuracy"] = sum(scores.values()) / len(scores)
     return result
+
+
+def _make_variant(config: Any, ctx: RunContext) -> tuple[Any, Any, Any]:
+    """The loaded model (with its tokenizer), the variant made of it, and Wanda's calibration batch (or None)."""
+    from tasks.llm.variants import apply_variant
+
+    with ctx.phase("load"):
+        loaded = _load(config)
+        model = loaded.model.to(_device(config.device))
+    with ctx.phase("variant"):
+        calibration = _calibration(config, loaded.tokenizer) if config.method == "wanda50" else None
+        model = apply_variant(model, config.method, fp8_activation_bound=config.fp8_activation_bound,
+                              prune_pattern=config.prune_pattern, calibration=calibration)
+    return loaded, model, calibration
+
+
+def _speed_metrics(speed: Any, model: Any) -> dict[str, float]:
+    from tasks.llm.variants import decode_bytes_per_token
+
+    per_token = decode_bytes_per_token(model)
+    bandwidth = statistics.median(speed.read_gb_per_s)
+    return {
+        "compute/prefill_tokens_per_s": speed.prefill_tokens_per_s,
+        "compute/decode_tokens_per_s": speed.decode_tokens_per_s,
+        "compute/decode_tokens_per_cpu_s": speed.decode_tokens_per_busy_s,
+        "compute/ttft_ms": speed.ttft_ms,
+        "compute/decode_bytes_per_token": float(per_token),
+        "compute/memory_read_gb_per_s": bandwidth,
+        "compute/decode_bound_tokens_per_s": bandwidth * 1e9 / per_token,
+        "compute/decode_of_bound": speed.decode_of_bound(per_token),
+        "compute/decode_compiled": float(speed.compiled),
+    }
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _calibration(config: Any, tokenizer: Any) -> Any:
+    """Wanda's calibration batch: windows of the pydoc text that shares nothing with the held-out text."""
+    import torch
+
+    from tasks.llm import texts
+
+    ids = _encode(tokenizer, texts.calibration_text(held_out_every=config.held_out_every))
+    windows = texts.calibration_windows(ids, sequences=config.calibration_sequences,
+                                        length=config.calibration_tokens, seed=config.seed)
+    return torch.tensor(windows)
 
 
 def _load(config: Any) -> Any:
@@ -95,7 +123,13 @@ def _device(name: str) -> str:
     return name
 
 
-def _native_fp8(model: Any) -> bool:
-    from tasks.llm.fp8 import _scaled_mm_available
+def _speed_emulated(method: str, model: Any) -> bool:
+    """int8 weight-only converts its weights to float on every call on any device (torchao's eager path);
+    FP8 row-wise is emulated unless a GPU runs torch._scaled_mm."""
+    if method == "int8":
+        return True
+    if method == "fp8_rowwise":
+        from tasks.llm.fp8 import _scaled_mm_available
 
-    return model.device.type == "cuda" and _scaled_mm_available()
+        return not (model.device.type == "cuda" and _scaled_mm_available())
+    return False

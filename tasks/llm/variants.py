@@ -1,15 +1,22 @@
 """The efficient variants of one model (the task's methods), applied in place, and what they weigh.
 
-Every variant touches the linear layers of the transformer blocks only; the token embedding (tied to
-the output head in SmolLM2 and Llama 3.2) stays in float32, so all variants share it.
+* ``fp32``: the weights as loaded. In the quick tier these are SmolLM2-135M-Instruct's weights
+  dequantized from the Q4_1 GGUF: float32 values on a 4-bit grid, so every variant's quality loss is
+  measured against a model that already carries 4-bit rounding; the full tier's ``hf_dir`` checkpoint
+  is the full-precision reference.
+* ``bf16``: the whole model cast to bfloat16, token embedding and (tied) output head included, because
+  that is bf16 inference as it is deployed (Llama 3 is served in bf16): keeping the embedding in
+  float32 would leave a fifth of SmolLM2's weights out of the comparison.
+* ``int8``: weight-only int8 with one scale per output row, by torchao's ``Int8WeightOnlyConfig``, on
+  the blocks' linear layers.
+* ``fp8_rowwise``: the Llama 3 recipe (see :mod:`tasks.llm.fp8`), on the inner layers' FFN.
+* ``pruned50``: half of each block linear's weights zeroed by magnitude; ``wanda50``: by Wanda,
+  calibrated on text disjoint from the evaluation text (see :mod:`tasks.llm.prune`). Either
+  unstructured or 2:4. The zeros are stored densely: on a CPU neither pattern makes the model smaller
+  or faster, only a sparse kernel (2:4 on recent GPUs) would.
 
-* ``fp32``: the dequantized weights as they are. ``bf16``: the whole model cast to bfloat16.
-* ``int8``: weight-only int8 with one scale per output row, by torchao's ``Int8WeightOnlyConfig``.
-* ``fp8_rowwise``: the Llama 3 recipe (see :mod:`tasks.llm.fp8`).
-* ``pruned50``: half of each linear weight set to zero by magnitude, either unstructured per layer
-  (``torch.nn.utils.prune.l1_unstructured``) or 2:4 semi-structured (the two largest of every four
-  consecutive weights along the input dimension are kept). The zeros are stored densely: on a CPU
-  neither pattern makes the model smaller or faster, only a sparse kernel (2:4 on recent GPUs) would.
+Every variant but bf16 touches the blocks' linear layers only, so the float32 token embedding (tied to
+the output head in SmolLM2 and Llama 3.2) is shared by all of them.
 """
 
 from __future__ import annotations
@@ -19,7 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-METHODS = ("fp32", "bf16", "int8", "fp8_rowwise", "pruned50")
+from tasks.llm.prune import prune_magnitude, two_four_mask, wanda_prune
+
+METHODS = ("fp32", "bf16", "int8", "fp8_rowwise", "pruned50", "wanda50")
+prune_linear = prune_magnitude  # the name callers used before pruning moved to tasks.llm.prune
+__all__ = ["METHODS", "apply_variant", "block_linears", "decode_bytes_per_token", "linear_sparsity",
+           "prune_linear", "two_four_mask", "weight_bytes"]
 
 
 def block_linears(model: Any) -> list[tuple[str, nn.Linear]]:
@@ -30,8 +42,12 @@ def block_linears(model: Any) -> list[tuple[str, nn.Linear]]:
 
 
 def apply_variant(model: Any, method: str, *, fp8_activation_bound: float = 1200.0,
-                  prune_pattern: str = "unstructured") -> Any:
-    """Turn a float32 causal LM into the ``method`` variant (in place); returns the model."""
+                  prune_pattern: str = "unstructured", calibration: torch.Tensor | None = None) -> Any:
+    """Turn a float32 causal LM into the ``method`` variant (in place); returns the model.
+
+    ``calibration`` (``wanda50`` only): a (sequences, tokens) tensor of token ids from text disjoint from
+    the evaluation text.
+    """
     if method == "fp32":
         return model
     if method == "bf16":
@@ -40,7 +56,8 @@ def apply_variant(model: Any, method: str, *, fp8_activation_bound: float = 1200
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
         targets = {id(m) for _, m in block_linears(model)}
-        quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda m, _fqn: id(m) in targets)
+        # set_inductor_config=False: torchao would otherwise rewrite torch.compile's global settings.
+        quantize_(model, Int8WeightOnlyConfig(set_inductor_config=False), filter_fn=lambda m, _fqn: id(m) in targets)
         return model
     if method == "fp8_rowwise":
         from tasks.llm.fp8 import apply_fp8_rowwise
@@ -49,37 +66,14 @@ def apply_variant(model: Any, method: str, *, fp8_activation_bound: float = 1200
         return model
     if method == "pruned50":
         for _, linear in block_linears(model):
-            prune_linear(linear, pattern=prune_pattern)
+            prune_magnitude(linear, pattern=prune_pattern)
+        return model
+    if method == "wanda50":
+        if calibration is None:
+            raise ValueError("wanda50 needs calibration token ids (a (sequences, tokens) tensor)")
+        wanda_prune(model, calibration, pattern=prune_pattern)
         return model
     raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
-
-
-def prune_linear(linear: nn.Linear, *, pattern: str) -> None:
-    """Zero half of ``linear.weight`` by magnitude (``unstructured`` or ``2:4``)."""
-    if pattern == "unstructured":
-        from torch.nn.utils import prune
-
-        prune.l1_unstructured(linear, "weight", amount=0.5)
-        prune.remove(linear, "weight")  # fold the mask into the weight
-    elif pattern == "2:4":
-        with torch.no_grad():
-            linear.weight.mul_(two_four_mask(linear.weight))
-    else:
-        raise ValueError(f"unknown prune pattern {pattern!r}; allowed: unstructured, 2:4")
-
-
-def two_four_mask(weight: torch.Tensor) -> torch.Tensor:
-    """1 for the two largest-magnitude weights of every 4 consecutive ones along each row, else 0.
-
-    Written here because torch's 2:4 helpers (``to_sparse_semi_structured``) need a CUDA device.
-    """
-    out_f, in_f = weight.shape
-    if in_f % 4:
-        raise ValueError(f"2:4 pruning needs the input dimension divisible by 4, got {in_f}")
-    groups = weight.detach().abs().reshape(out_f, in_f // 4, 4)
-    keep = groups.topk(2, dim=-1).indices
-    mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0)
-    return mask.reshape(out_f, in_f).to(weight.dtype)
 
 
 def weight_bytes(model: nn.Module) -> int:
@@ -96,6 +90,19 @@ def weight_bytes(model: nn.Module) -> int:
                 continue
             seen.add(key)
             total += inner.numel() * inner.element_size()
+    return total
+
+
+def decode_bytes_per_token(model: Any) -> int:
+    """Weight bytes one batch-one decoding step reads: every weight once, except an input embedding
+    that is not tied to the output head, of which one row is read (the KV cache is left out: at the
+    quick tier's 80 positions it is under 1% of the weights)."""
+    total = weight_bytes(model)
+    embedding = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    if head is None or head.weight.untyped_storage().data_ptr() != embedding.untyped_storage().data_ptr():
+        row = embedding.shape[1] * embedding.element_size()
+        total -= embedding.numel() * embedding.element_size() - row
     return total
 
 

@@ -1,0 +1,192 @@
+"""Greedy decoding near the memory wall: a static KV cache and one compiled decoder-layer step.
+
+Batch-one decoding reads every weight once per token, so its speed is bounded by memory bandwidth.
+Eager transformers on this CPU reach about a third of that bound: MKL's matrix-vector products read
+weights at about half the bandwidth a streaming reduction gets, and each step runs some 600 small ops
+from Python. Here one step of a Llama decoder layer is a pure function of its input, its weights and its
+KV-cache slices, compiled once with ``torch.compile``, whose C++ code reads each weight row in one fused,
+vectorized reduction; the 30 layers call the same compiled step with their own tensors.
+
+Why not ``torch.compile`` over the whole model (transformers' ``StaticCache`` path): it unrolls all
+layers into one graph, which costs minutes of CPU to compile, far more than a quick-tier cell spends
+decoding. One layer's graph compiles in seconds and is cached on disk by inductor (under the suite's
+cache, see :func:`inductor_cache_dir`), so later cells of the sweep load it.
+
+Supported: Llama-architecture models (SmolLM2, Llama 3.x) whose blocks hold plain ``nn.Linear`` weights
+without bias: the fp32, bf16 and pruned variants. :func:`unsupported_reason` says why another model is
+not (the int8 and FP8 variants' quantized linears), and the caller decodes it eagerly instead. The tokens
+equal those of the eager model (a test compares them); only the order of floating-point sums differs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from suite.cache import cache_root
+
+_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def inductor_cache_dir() -> str:
+    """Where compiled kernels are kept: ``$TORCHINDUCTOR_CACHE_DIR`` if a user chose one, else the suite's llm cache.
+
+    Under ``SUITE_CACHE`` the compile cache is emptied with the rest of the suite's cache, so a cold sweep pays
+    for compiling and a warm one does not, as it should be measured. Inductor writes its own default into the
+    variable the first time anything asks for its cache directory (a sweep's fork server importing inductor
+    does), so that default counts as no choice.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not chosen or os.path.abspath(chosen) == os.path.abspath(default_cache_dir()):
+        chosen = str(cache_root("llm") / "inductor")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = chosen
+    return chosen
+
+
+def unsupported_reason(model: Any) -> str | None:
+    """None when :class:`CompiledDecoder` can run ``model``; otherwise why not."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "llama":
+        return f"not a Llama-architecture model ({getattr(config, 'model_type', None)})"
+    if getattr(config, "hidden_act", None) != "silu":
+        return f"activation {config.hidden_act} (the compiled step is SwiGLU)"
+    for i, layer in enumerate(model.model.layers):
+        for name in _PROJECTIONS:
+            module = layer.get_submodule(name)
+            weight = getattr(module, "weight", None)
+            if type(module) is not nn.Linear or module.bias is not None or type(weight.data) is not torch.Tensor:
+                kind = f"{type(weight.data).__name__} weight" if type(module) is nn.Linear else type(module).__name__
+                return f"layers.{i}.{name} is not a plain bias-free linear layer ({kind}: a quantized variant)"
+    return None
+
+
+class CompiledDecoder:
+    """Greedy continuation of ``model`` (a supported Llama) with a static KV cache and a compiled layer step.
+
+    >>> decoder = CompiledDecoder(model)                      # doctest: +SKIP
+    >>> tokens, prefill_s, decode_s = decoder.greedy(prompts, 16)   # doctest: +SKIP
+    """
+
+    def __init__(self, model: Any) -> None:
+        reason = unsupported_reason(model)
+        if reason:
+            raise ValueError(f"CompiledDecoder cannot run this model: {reason}")
+        inductor_cache_dir()
+        import torch._inductor.config as inductor
+
+        inductor.compile_threads = 1  # compile in this process, so the cell's CPU time includes it
+        self.model = model
+        config = model.config
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.layers = [_layer_weights(layer) for layer in model.model.layers]
+        self.step = torch.compile(_layer_step, dynamic=False, fullgraph=True)
+        self.head = torch.compile(_head_step, dynamic=False, fullgraph=True)
+
+    @torch.inference_mode()
+    def greedy(self, prompts: torch.Tensor, new_tokens: int, *,
+               busy_s: list[float] | None = None) -> tuple[torch.Tensor, float, float]:
+        """Like :func:`tasks.llm.measure.greedy`: (tokens [B, new_tokens], prefill s, decode s), ``busy_s``.
+
+        The prompt runs through the eager model (prefill); its KV cache is copied into static buffers
+        of the final length, and every later token runs the compiled steps.
+        """
+        from tasks.llm.clock import busy_clock, spans, stamp
+
+        model = self.model
+        prompts = prompts.to(model.device)
+        batch, length = prompts.shape
+        clock = busy_clock(prompts.device)
+        start = stamp(prompts, clock)
+        out = model(input_ids=prompts, use_cache=True, logits_to_keep=1)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        first = stamp(token, clock)
+        caches = self._static_caches(out.cache, batch, length + new_tokens)
+        generated = [token]
+        for position in range(length, length + new_tokens - 1):
+            token = self._next(token, position, caches, length + new_tokens)
+            generated.append(token)
+        end = stamp(token, clock)
+        return torch.cat(generated, dim=1), *spans(start, first, end, busy_s)
+
+    def _static_caches(self, cache: Any, batch: int, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for layer in cache.layers:
+            keys = layer.keys.new_zeros(batch, self.kv_heads, size, self.head_dim)
+            values = torch.zeros_like(keys)
+            keys[:, :, :layer.keys.shape[2]] = layer.keys
+            values[:, :, :layer.values.shape[2]] = layer.values
+            out.append((keys, values))
+        return out
+
+    def _next(self, token: torch.Tensor, position: int, caches: list, size: int) -> torch.Tensor:
+        model = self.model
+        hidden = model.model.embed_tokens(token)[:, 0]
+        positions = torch.full_like(token, position)
+        cos, sin = model.model.rotary_emb(hidden, positions)  # the model's own RoPE, scaling included
+        cos, sin = cos[:, None], sin[:, None]
+        visible = (torch.arange(size, device=token.device) <= position).view(1, 1, 1, size)
+        slot = torch.tensor([position], device=token.device)
+        for weights, (keys, values) in zip(self.layers, caches):
+            hidden = self.step(hidden, cos, sin, visible, slot, keys, values, *weights,
+                               heads=self.heads, kv_heads=self.kv_heads, eps=self.eps)
+        return self.head(hidden, model.model.norm.weight, model.lm_head.weight, eps=self.eps)
+
+    @property
+    def eps(self) -> float:
+        return float(self.model.config.rms_norm_eps)
+
+
+def _layer_weights(layer: nn.Module) -> tuple[torch.Tensor, ...]:
+    attn, mlp = layer.self_attn, layer.mlp
+    return (layer.input_layernorm.weight, attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight,
+            attn.o_proj.weight, layer.post_attention_layernorm.weight, mlp.gate_proj.weight, mlp.up_proj.weight,
+            mlp.down_proj.weight)
+
+
+def _matvec(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.linear(x, weight)`` for a few rows ``x``, written as a product-and-sum that inductor fuses into one
+    streaming pass over ``weight`` (float32 accumulation, like the eager bf16 matmul). Only under compile:
+    run eagerly it would materialize the product."""
+    return (x.float().unsqueeze(-2) * weight.float()).sum(-1).to(x.dtype)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """transformers' LlamaRMSNorm, operation for operation."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+def _layer_step(hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, visible: torch.Tensor,
+                slot: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, ln1: torch.Tensor, wq: torch.Tensor,
+                wk: torch.Tensor, wv: torch.Tensor, wo: torch.Tensor, ln2: torch.Tensor, wg: torch.Tensor,
+                wu: torch.Tensor, wd: torch.Tensor, *, heads: int, kv_heads: int, eps: float) -> torch.Tensor:
+    """One Llama decoder layer for one new token per row: attention over the static cache, then SwiGLU."""
+    batch, head_dim = hidden.shape[0], keys.shape[-1]
+    x = _rms_norm(hidden, ln1, eps)
+    q = _rotate(_matvec(x, wq).view(batch, heads, 1, head_dim), cos, sin)
+    k = _rotate(_matvec(x, wk).view(batch, kv_heads, 1, head_dim), cos, sin)
+    keys.index_copy_(2, slot, k)
+    values.index_copy_(2, slot, _matvec(x, wv).view(batch, kv_heads, 1, head_dim))
+    attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, enable_gqa=True)
+    hidden = hidden + _matvec(attn.reshape(batch, heads * head_dim), wo)
+    x = _rms_norm(hidden, ln2, eps)
+    return hidden + _matvec(F.silu(_matvec(x, wg)) * _matvec(x, wu), wd)
+
+
+def _head_step(hidden: torch.Tensor, norm: torch.Tensor, head: torch.Tensor, *, eps: float) -> torch.Tensor:
+    """Final norm, output head, greedy choice: the next token of each row, shape (batch, 1)."""
+    return _matvec(_rms_norm(hidden, norm, eps), head).argmax(-1, keepdim=True)
