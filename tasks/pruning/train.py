@@ -64,8 +64,9 @@ def random_shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> to
 class Trainer:
     """Runs optimizer steps ``start..stop`` of one ``total``-step schedule on one batch stream.
 
-    A pruned model is fine-tuned in chunks (iterative pruning changes parameter shapes between
-    them), each with a fresh optimizer but the same learning-rate schedule and data order.
+    ``run`` may be called in chunks with the same schedule and data order. The optimizer (and its
+    state) carries over between chunks while the model's parameters are the same tensors; after a
+    pruning step (which replaces them) a chunk starts a fresh optimizer.
     """
 
     def __init__(self, config: PruningConfig, images: Images, *, total_steps: int, seed: int,
@@ -76,13 +77,15 @@ class Trainer:
         self.stream = batch_stream(images, config.batch_size, seed=seed)
         self.augment = torch.Generator().manual_seed(seed + 11)
         self.step = 0
+        self._params: list[nn.Parameter] = []
+        self._opt: torch.optim.Optimizer | None = None
 
     def run(self, model: nn.Module, stop: int) -> None:
         cfg = self.config
         model.to(self.device).train()
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        opt = _optimizer(model, cfg)
+        opt = self._optimizer_for(model)
         while self.step < stop:
             x, y = next(self.stream)
             x = self._to_device(random_shift(x, cfg.random_shift, self.augment))
@@ -94,6 +97,13 @@ class Trainer:
             opt.step()
             self.step += 1
             self.report(self.step, self.total)
+
+    def _optimizer_for(self, model: nn.Module) -> torch.optim.Optimizer:
+        params = list(model.parameters())  # held, so that a later chunk's tensors cannot reuse their ids
+        same = len(params) == len(self._params) and all(a is b for a, b in zip(params, self._params))
+        if self._opt is None or not same:
+            self._opt, self._params = _optimizer(model, self.config), params
+        return self._opt
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
