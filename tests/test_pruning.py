@@ -219,8 +219,25 @@ def test_full_tier_resolves_for_every_grid_cell() -> None:
     tier = TASK.tier("full")
     assert tier.defaults["dataset"] in ("cifar10", "imagenet")
     cells = [TASK.resolve("full", values) for values in expand_grid(tier.grid)]
-    assert {c.target for c in cells if c.method != "unpruned"} == {"fbnetv3_b", "fbnetv3_d"}
+    pruned = {(c.model, c.target) for c in cells if c.method != "unpruned"}
+    assert pruned == {("fbnetv3_g", "fbnetv3_b"), ("fbnetv3_g", "fbnetv3_d"), ("fbnetv3_d", "fbnetv3_b")}
+    assert {c.finetune_epochs / c.epochs for c in cells if c.method != "unpruned"} == {0.2}
     assert all(c.epochs == tier.defaults["epochs"] for c in cells)  # one budget for every model
+
+
+def test_quick_tier_has_three_seeds_for_each_headline_cell_and_one_budget() -> None:
+    from collections import Counter
+
+    from suite.config import expand_grid
+
+    cells = [TASK.resolve("quick", values) for values in expand_grid(TASK.tier("quick").grid)]
+    seeds = Counter((c.method, c.model, c.schedule, c.global_pruning) for c in cells)
+    for headline in (("unpruned", "fbnetv3_b", None, False), ("unpruned", "fbnetv3_g", None, False),
+                     ("magnitude", "fbnetv3_g", "one_shot", False)):
+        assert seeds[headline] >= 3
+    assert {c.epochs for c in cells} == {TASK.tier("quick").defaults["epochs"]} and TASK.resolve("quick").train_subset is None
+    assert {(c.schedule, c.global_pruning) for c in cells if c.method == "magnitude"} >= {
+        ("one_shot", False), ("iterative", False), ("one_shot", True)}
 
 
 def test_cifar10_without_data_says_where_to_put_it(monkeypatch) -> None:
