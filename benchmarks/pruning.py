@@ -118,7 +118,8 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", nargs="?", choices=("table", "curve"), default="table")
-    parser.add_argument("--store", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    parser.add_argument("--store", default=None,
+                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
     parser.add_argument("--tier", default="quick")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="curve: config override")
     args = parser.parse_args()

@@ -33,7 +33,7 @@ class PruningConfig(TaskConfig):
     target: Literal["fbnetv3_b", "fbnetv3_d"] | None = "fbnetv3_b"  # pruning: whose MACs the pruned model matches
     schedule: Literal["one_shot", "iterative"] | None = "one_shot"  # pruning: all at once, or in steps
     iterative_steps: int = Field(3, ge=2)  # iterative: pruning steps, spread over the fine-tuning
-    global_pruning: bool = False  # pruning: rank channels across layers (torch-pruning's global) or cut each layer alike
+    global_pruning: bool = False  # pruning: rank channels across layers (torch-pruning's global), else per layer
     dataset: Literal["digits", "cifar10", "imagenet"] = "digits"  # digits is offline; the others read data_dir
     data_dir: str | None = None  # local data for cifar10 (torchvision files) or imagenet (train/ and val/ folders)
     download: bool = False  # let torchvision download cifar10 when the network allows
