@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.pruning [--store URI] [--tier quick]
     .venv/bin/python -m benchmarks.pruning curve [--set key=value ...]
+    .venv/bin/python -m benchmarks.pruning control [--set key=value ...]
 
 ``table`` (the default): per cell (model, method, schedule, local/global) the seeds, test accuracy
 (mean ± sample std over seeds), MACs, CPU latency at batch 1, total training FLOPs (pretraining
@@ -13,6 +14,10 @@ equal inference MACs, with the ratio of their total training FLOPs.
 epochs=10``) on one thread and prints its test and training accuracy after each epoch (BatchNorm
 recalibrated on a copy, as after training) and the training's CPU seconds: the measurements the
 quick tier's recipe was chosen from. Nothing is cached or logged.
+
+``control``: the fine-tuning of a pruned run applied to the *unpruned* trained model (read from the
+checkpoint cache, or trained and cached): its test accuracy before and after. A fine-tuning that
+lowers it measures its own damage, not the pruning's.
 """
 
 from __future__ import annotations
@@ -105,6 +110,31 @@ def curve(overrides: dict[str, str]) -> None:
         print(f"epoch {epoch:3d}  test {test:.3f}  train {train:.3f}  training cpu {cpu:6.1f} s", flush=True)
 
 
+def control(overrides: dict[str, str]) -> None:
+    import torch
+
+    from suite.task import RunContext, get_task
+    from tasks.pruning import models
+    from tasks.pruning.data import load_images
+    from tasks.pruning.run import trained
+    from tasks.pruning.train import Trainer, evaluate, recalibrate_batchnorm, steps_for
+
+    torch.set_num_threads(1)
+    config = get_task("pruning").resolve("quick", {"method": "magnitude", **overrides})
+    images = load_images(config)
+    torch.manual_seed(config.seed)
+    model = models.build(config.model, images.n_classes)
+    schedule = steps_for(config.epochs, images, config.batch_size)
+    trained(model, config, images, steps=schedule, ctx=RunContext(tier="quick"))
+    before = evaluate(model, images, config)["utility/accuracy"]
+    start = schedule - min(schedule, steps_for(config.finetune_epochs, images, config.batch_size))
+    Trainer(config, images, total_steps=schedule, start=start, seed=config.seed + 1).run(model, schedule)
+    recalibrate_batchnorm(model, images, config, seed=config.seed + 1)
+    after = evaluate(model, images, config)["utility/accuracy"]
+    print(f"{config.model} seed {config.seed}: test accuracy {before:.4f} trained, {after:.4f} after the "
+          f"fine-tuning of a pruned run (steps {start}..{schedule} of the schedule), unpruned")
+
+
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
     import yaml
 
@@ -117,14 +147,15 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", choices=("table", "curve"), default="table")
+    parser.add_argument("what", nargs="?", choices=("table", "curve", "control"), default="table")
     parser.add_argument("--store", default=None,
                         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
     parser.add_argument("--tier", default="quick")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="curve: config override")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="curve, control: config override")
     args = parser.parse_args()
-    if args.what == "curve":
-        curve(_parse_sets(args.set))
+    if args.what in ("curve", "control"):
+        (curve if args.what == "curve" else control)(_parse_sets(args.set))
     else:
         table(args.store, args.tier)
 

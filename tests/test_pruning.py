@@ -138,6 +138,31 @@ def test_learning_rate_warms_up_linearly_then_decays_to_zero() -> None:
     assert learning_rate(0, peak=0.1, total=100, warmup=0) == pytest.approx(0.1)
 
 
+def test_a_fine_tuning_replays_the_tail_of_the_training_schedule(monkeypatch) -> None:
+    """Learning-rate rewinding: a Trainer started at step 8 of 10 runs two steps, at the schedule's
+    last two learning rates, and reports its own progress (1/2, 2/2)."""
+    from tasks.pruning.data import Images
+    from tasks.pruning.train import Trainer
+
+    torch.manual_seed(0)
+    images = Images((torch.randn(32, 3, 8, 8), torch.arange(32) % 10), (torch.randn(4, 3, 8, 8), torch.zeros(4)),
+                    10, {})
+    config = TASK.resolve("quick", {"batch_size": 16, "warmup_epochs": 1, "channels_last": False})
+    seen, lrs = [], []
+    trainer = Trainer(config, images, total_steps=10, start=8, seed=0, report=lambda d, n: seen.append((d, n)))
+    model = _Tiny()
+    step = torch.optim.AdamW.step
+
+    def spy(opt, *args, **kwargs):
+        lrs.append(opt.param_groups[0]["lr"])
+        return step(opt, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)  # records the learning rate of every step
+    trainer.run(model, 10)
+    assert seen == [(1, 2), (2, 2)] and trainer.step == 10
+    assert lrs == [pytest.approx(learning_rate(s, peak=config.lr, total=10, warmup=2)) for s in (8, 9)]
+
+
 def test_random_shift_translates_each_image_within_the_bound() -> None:
     x = torch.zeros(16, 3, 12, 12)
     x[:, :, 6, 6] = 1.0  # one bright pixel, away from the edges

@@ -42,7 +42,7 @@ class PruningConfig(TaskConfig):
     train_subset: int | None = Field(None, gt=0)  # use only the first N training examples
     test_subset: int | None = Field(None, gt=0)  # evaluate on the first N test examples
     epochs: int = Field(6, ge=1)  # from-scratch budget of every model (a pruned model's pretraining included)
-    finetune_epochs: float | None = Field(1.0, gt=0)  # pruning: epochs of fine-tuning after the pruning
+    finetune_epochs: float | None = Field(1.0, gt=0)  # pruning: fine-tuning replays the schedule's last N epochs
     batch_size: int = Field(64, ge=2)  # minibatch size
     optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: momentum 0.9, nesterov
     lr: float = Field(0.05, gt=0)  # peak learning rate (of the training and of the fine-tuning)
@@ -98,7 +98,8 @@ class PruningTask(Task):
     metrics = {
         "utility/accuracy": Metric("higher", "fraction", "test accuracy of the final (pruned and fine-tuned) model"),
         "utility/loss": Metric("lower", "nats", "test cross-entropy of the final model"),
-        "utility/accuracy_before_finetune": Metric("higher", "fraction", "pruning: test accuracy right after pruning"),
+        "utility/accuracy_before_finetune": Metric("higher", "fraction", "pruning (one-shot): test accuracy right "
+                                                   "after pruning, BatchNorm statistics re-estimated"),
         "utility/accuracy_pretrained": Metric("higher", "fraction", "pruning: test accuracy before pruning"),
         "compute/macs": Metric("lower", "MAC", "multiply-accumulates of one example's forward pass: convolutions "
                                "and matrix products only (PyTorch's FLOP counter / 2; norms, activations and "

@@ -64,19 +64,20 @@ def random_shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> to
 class Trainer:
     """Runs optimizer steps ``start..stop`` of one ``total``-step schedule on one batch stream.
 
-    ``run`` may be called in chunks with the same schedule and data order. The optimizer (and its
-    state) carries over between chunks while the model's parameters are the same tensors; after a
-    pruning step (which replaces them) a chunk starts a fresh optimizer.
+    A fine-tuning starts at ``start`` > 0: it replays the last steps of the training's schedule
+    (learning-rate rewinding). ``run`` may be called in chunks with the same schedule and data
+    order. The optimizer (and its state) carries over between chunks while the model's parameters
+    are the same tensors; after a pruning step (which replaces them) a chunk starts a fresh one.
     """
 
-    def __init__(self, config: PruningConfig, images: Images, *, total_steps: int, seed: int,
+    def __init__(self, config: PruningConfig, images: Images, *, total_steps: int, seed: int, start: int = 0,
                  report: Callable[[int, int], None] = lambda done, total: None):
-        self.config, self.total, self.report = config, total_steps, report
+        self.config, self.total, self.start, self.report = config, total_steps, start, report
         self.warmup = min(total_steps - 1, round(config.warmup_epochs * steps_per_epoch(images, config.batch_size)))
         self.device = device_of(config)
         self.stream = batch_stream(images, config.batch_size, seed=seed)
         self.augment = torch.Generator().manual_seed(seed + 11)
-        self.step = 0
+        self.step = start
         self._params: list[nn.Parameter] = []
         self._opt: torch.optim.Optimizer | None = None
 
@@ -96,7 +97,7 @@ class Trainer:
             F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing).backward()
             opt.step()
             self.step += 1
-            self.report(self.step, self.total)
+            self.report(self.step - self.start, self.total - self.start)
 
     def _optimizer_for(self, model: nn.Module) -> torch.optim.Optimizer:
         params = list(model.parameters())  # held, so that a later chunk's tensors cannot reuse their ids
