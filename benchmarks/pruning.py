@@ -30,7 +30,7 @@ from collections import defaultdict
 def _cell(p: dict[str, str]) -> str:
     if p["method"] == "unpruned":
         return f"{p['model']} unpruned"
-    spread = "global" if p.get("global_pruning") == "True" else "local"
+    spread = "global" if p.get("global_pruning", "").lower() == "true" else "local"
     return f"{p['model']}->{p['target']} {p['method']} {p['schedule']} {spread}"
 
 
@@ -48,14 +48,14 @@ def table(uri: str | None, tier: str = "quick") -> None:
     if not cells:
         print(f"no finished pruning runs of the {tier} tier in the store")
         return
-    print(f"{'cell':42} {'seeds':>5} {'accuracy':>16} {'MMACs':>7} {'lat b1 ms':>9} {'train GFLOPs':>12} {'cpu s':>7}")
+    print(f"{'cell':48} {'seeds':>5} {'accuracy':>16} {'MMACs':>7} {'lat b1 ms':>9} {'train GFLOPs':>12} {'cpu s':>7}")
     total_cpu = 0.0
-    for name in sorted(cells, key=lambda n: (" " in n and "unpruned" not in n, n)):
+    for name in sorted(cells, key=lambda n: ("unpruned" not in n, n)):
         rows = list(cells[name].values())
         acc, spread = _mean_std([m["utility/accuracy"] for m in rows])
         cpu = [m["compute/cpu_s"] for m in rows]
         total_cpu += sum(cpu)
-        print(f"{name:42} {len(rows):5d} {acc:8.4f} ± {spread:.4f} "
+        print(f"{name:48} {len(rows):5d} {acc:8.4f} ± {spread:.4f} "
               f"{statistics.mean(m['compute/macs'] for m in rows) / 1e6:7.2f} "
               f"{statistics.mean(m['compute/latency_ms_b1'] for m in rows):9.2f} "
               f"{statistics.mean(m['compute/train_flops_total'] for m in rows) / 1e9:12.0f} "
