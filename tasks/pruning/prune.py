@@ -139,7 +139,14 @@ def prune_globally_to(model: nn.Module, criterion: str, target_macs: float, *, r
         tried[ratio] = pruned_copy(model, criterion, ratio, resolution, global_pruning=True)
         return macs_and_params(tried[ratio], resolution)[0]
 
-    ratio, _ = search_ratio(macs_at, macs_and_params(model, resolution)[0], target_macs, tolerance=tolerance)
+    try:
+        ratio, _ = search_ratio(macs_at, macs_and_params(model, resolution)[0], target_macs, tolerance=tolerance)
+    except RuntimeError as exc:
+        # Seen once on a 32-image smoke run (Taylor, iterative): the MACs fall in steps as the ratio
+        # grows when many channels tie in score (all of them cut together), and no step lands
+        # within the tolerance.
+        raise RuntimeError(f"global pruning ({criterion}): {exc}; the MACs move in steps when channel scores "
+                           "tie: use local pruning, more taylor_batches, or a wider macs_tolerance") from exc
     if ratio not in tried:
         macs_at(ratio)
     return tried[ratio], ratio

@@ -82,7 +82,7 @@ class PruningConfig(TaskConfig):
                              f"(order: {', '.join(FBNETS)})")
         if self.finetune_epochs > self.epochs:
             raise ValueError(f"finetune_epochs ({self.finetune_epochs}) must be at most epochs ({self.epochs}): "
-                             "the fine-tuning is a fraction of the from-scratch budget")
+                             "the fine-tuning replays the last finetune_epochs of the training schedule")
         return self
 
 
