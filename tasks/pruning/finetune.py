@@ -9,7 +9,8 @@ Why not a fresh run of the schedule from its peak: with a new AdamW state, 22 st
 (no warm-up) took the *unpruned* trained g of the quick tier from 0.903 to 0.269 test accuracy,
 so a pruned model's score would have measured that damage rather than the pruning; replaying the
 tail (for a fifth of the budget, lr from about a tenth of the peak down to zero) is the
-literature's rule, and left the unpruned g within noise (0.903 -> 0.883, 0.861 -> 0.872).
+literature's rule. On the unpruned g it costs about 2 points (quick tier, seeds 0-2: 0.897 -> 0.881,
+0.875 -> 0.853, 0.897 -> 0.872; the fresh AdamW state), against the 40 points a pruned g misses.
 ``python -m benchmarks.pruning control`` runs that control: the fine-tuning on the unpruned model."""
 
 from __future__ import annotations
