@@ -6,7 +6,7 @@ The fine-tuning is learning-rate rewinding (Renda, Frankle and Carbin, "Comparin
 Fine-tuning in Neural Network Pruning", ICLR 2020): the last ``finetune_epochs`` of the training's
 own schedule replayed, same optimizer, loss and data, so it has no learning rate of its own to tune.
 Why not a fresh run of the schedule from its peak: with a new AdamW state, 22 steps from lr 0.005
-(no warm-up) took the *unpruned* trained g of the quick tier from 0.903 to 0.269 test accuracy,
+(no warm-up; measured once, before this rule) took the *unpruned* trained g from 0.903 to 0.269,
 so a pruned model's score would have measured that damage rather than the pruning; replaying the
 tail (for a fifth of the budget, lr from about a tenth of the peak down to zero) is the
 literature's rule. On the unpruned g it costs about 2 points (quick tier, seeds 0-2: 0.897 -> 0.881,
