@@ -1,9 +1,15 @@
 """Structured channel pruning with torch-pruning, and the search for the ratio that meets a MACs target.
 
-Pruning is local (``global_pruning=False``): every prunable group loses the same fraction of its
-channels, so the pruned architecture, and with it the MACs, depends on the ratio alone and not on
-the criterion or the weights. The ratio is therefore searched once per (model, target, input
-size, classes) on a throw-away copy and cached; the criteria decide *which* channels go.
+Two ways to spread the cut, both torch-pruning's:
+
+* local (``global_pruning=False``): every prunable group loses the same fraction of its channels,
+  so the pruned architecture, and with it the MACs, depends on the ratio alone and not on the
+  criterion or the weights. The ratio is searched once per (model, target, input size, classes)
+  on throw-away copies and cached; the criteria decide *which* channels go.
+* global (``global_pruning=True``): channels are ranked across all groups (scores normalized per
+  group by their mean, torch-pruning's default), so how many each layer loses depends on the
+  trained weights and the criterion. The search then runs on the run's own model: each guess
+  prunes a copy with the run's criterion, and the copy that meets the target is the result.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from torch import nn
 from suite.cache import cached_arrays
 from tasks.pruning.models import example_input, macs_and_params
 
+# Global pruning may not empty a layer: each group keeps at least this fraction of its channels.
+GLOBAL_MAX_RATIO = 0.9
+
 
 def importance(criterion: str) -> tp.importance.Importance:
     """magnitude: L2 norm over each channel's whole dependency group; taylor: |w * dL/dw| summed over
@@ -32,40 +41,43 @@ def importance(criterion: str) -> tp.importance.Importance:
     raise ValueError(f"unknown pruning criterion {criterion!r}: use magnitude, taylor or random")
 
 
-def make_pruner(model: nn.Module, criterion: str, *, ratio: float, steps: int, resolution: int) -> tp.pruner.BasePruner:
+def make_pruner(model: nn.Module, criterion: str, *, ratio: float, steps: int, resolution: int,
+                global_pruning: bool = False) -> tp.pruner.BasePruner:
     """torch-pruning's pruner over ``model``; its dependency graph keeps SE blocks, depthwise convs and
     residual additions consistent. The classifier's outputs (the classes) are never pruned."""
     device = next(model.parameters()).device
     return tp.pruner.BasePruner(
         model, example_input(resolution).to(device), importance=importance(criterion),
-        pruning_ratio=ratio, iterative_steps=steps, global_pruning=False,
+        pruning_ratio=ratio, iterative_steps=steps, global_pruning=global_pruning,
+        max_pruning_ratio=GLOBAL_MAX_RATIO if global_pruning else 1.0,
         ignored_layers=[model.get_classifier()],
     )
 
 
-def macs_at_ratio(model: nn.Module, ratio: float, resolution: int) -> float:
-    """MACs of a copy of ``model`` pruned by ``ratio`` (the original is left untouched)."""
-    clone = copy.deepcopy(model).cpu().eval()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        make_pruner(clone, "random", ratio=ratio, steps=1, resolution=resolution).step()
-    return macs_and_params(clone, resolution)[0]
+def pruned_copy(model: nn.Module, criterion: str, ratio: float, resolution: int, *,
+                global_pruning: bool) -> nn.Module:
+    """A copy of ``model`` pruned by ``ratio`` in one step (the original is left untouched). The
+    copy carries the original's gradients, which Taylor importance reads."""
+    clone = copy.deepcopy(model)
+    for mine, theirs in zip(clone.parameters(), model.parameters()):
+        mine.grad = None if theirs.grad is None else theirs.grad.clone()
+    make_pruner(clone, criterion, ratio=ratio, steps=1, resolution=resolution, global_pruning=global_pruning).step()
+    clone.zero_grad(set_to_none=True)
+    return clone
 
 
-def search_ratio(model: nn.Module, target_macs: float, resolution: int, *, tolerance: float,
+def search_ratio(macs_at: Callable[[float], float], full_macs: float, target_macs: float, *, tolerance: float,
                  max_iter: int = 20) -> tuple[float, float]:
-    """The per-layer ratio whose pruned MACs are within ``tolerance`` of the target (aiming at a
-    quarter of it). MACs fall as the ratio grows, roughly as (1 - ratio)^2 (convolutions lose input
-    and output channels), so the first guess is 1 - sqrt(target / MACs) and the next ones
-    interpolate inside the bracket (regula falsi, Illinois variant); each guess costs a pruning of a
-    copy. Returns (ratio, MACs at that ratio)."""
-    full = macs_and_params(model, resolution)[0]
-    if full <= target_macs * (1 + tolerance):
-        return 0.0, full
-    lo, hi = (0.0, full), (0.95, 0.0)  # the upper end's MACs are a lower bound, not measured
-    guess, best, side = 1 - (target_macs / full) ** 0.5, lo, 0
+    """The ratio whose pruned MACs (``macs_at(ratio)``) are within ``tolerance`` of the target (aiming
+    at a quarter of it). MACs fall as the ratio grows, roughly as (1 - ratio)^2 (convolutions lose
+    input and output channels), so the first guess is 1 - sqrt(target / MACs) and the next ones
+    interpolate inside the bracket (regula falsi, Illinois variant). Returns (ratio, MACs)."""
+    if full_macs <= target_macs * (1 + tolerance):
+        return 0.0, full_macs
+    lo, hi = (0.0, full_macs), (0.95, 0.0)  # the upper end's MACs are a lower bound, not measured
+    guess, best, side = 1 - (target_macs / full_macs) ** 0.5, lo, 0
     for _ in range(max_iter):
-        macs = macs_at_ratio(model, guess, resolution)
+        macs = macs_at(guess)
         if abs(macs - target_macs) < abs(best[1] - target_macs):
             best = (guess, macs)
         if abs(macs - target_macs) <= tolerance / 4 * target_macs:
@@ -84,15 +96,57 @@ def search_ratio(model: nn.Module, target_macs: float, resolution: int, *, toler
     return best
 
 
-def cached_ratio(model_name: str, build: Callable[[], nn.Module], target_macs: float, *, resolution: int,
-                 n_classes: int, tolerance: float) -> tuple[float, float]:
-    """:func:`search_ratio` on a fresh ``build()``, cached on disk: it depends on the architecture only."""
+def local_macs_at(model: nn.Module, resolution: int) -> Callable[[float], float]:
+    """MACs of ``model`` pruned locally by a ratio (any criterion gives the same architecture)."""
+
+    def macs_at(ratio: float) -> float:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            clone = pruned_copy(model.cpu().eval(), "random", ratio, resolution, global_pruning=False)
+        return macs_and_params(clone, resolution)[0]
+
+    return macs_at
+
+
+def cached_local_ratio(model_name: str, build: Callable[[], nn.Module], target_macs: float, *, resolution: int,
+                       n_classes: int, tolerance: float) -> tuple[float, float]:
+    """:func:`search_ratio` for local pruning of a fresh ``build()``, cached on disk: it depends on
+    the architecture only."""
     parts = {"what": "pruning-ratio", "model": model_name, "target_macs": target_macs, "resolution": resolution,
              "n_classes": n_classes, "tolerance": tolerance, "torch_pruning": tp.__version__}
 
     def compute() -> dict[str, np.ndarray]:
-        ratio, macs = search_ratio(build(), target_macs, resolution, tolerance=tolerance)
+        model = build()
+        ratio, macs = search_ratio(local_macs_at(model, resolution), macs_and_params(model, resolution)[0],
+                                   target_macs, tolerance=tolerance)
         return {"ratio": np.array(ratio), "macs": np.array(macs)}
 
     found = cached_arrays(parts, compute, shapes={"ratio": (), "macs": ()}, family="pruning")
     return float(found.arrays["ratio"]), float(found.arrays["macs"])
+
+
+def prune_globally_to(model: nn.Module, criterion: str, target_macs: float, *, resolution: int,
+                      tolerance: float) -> tuple[nn.Module, float]:
+    """``model`` pruned globally with ``criterion`` to ``target_macs`` within ``tolerance``: the
+    copy that met the target, and its ratio (the fraction of all channels torch-pruning removed).
+    Random importance draws from torch's generator, so every guess starts from the same state."""
+    rng = torch.random.get_rng_state()
+    tried: dict[float, nn.Module] = {}
+
+    def macs_at(ratio: float) -> float:
+        torch.random.set_rng_state(rng)
+        tried.clear()  # keep one copy at a time: the search returns its best, which is re-made below
+        tried[ratio] = pruned_copy(model, criterion, ratio, resolution, global_pruning=True)
+        return macs_and_params(tried[ratio], resolution)[0]
+
+    try:
+        ratio, _ = search_ratio(macs_at, macs_and_params(model, resolution)[0], target_macs, tolerance=tolerance)
+    except RuntimeError as exc:
+        # Seen on a 32-image smoke run (Taylor, iterative): at the last step any ratio above zero cut
+        # 17% of the MACs at once, the channels tied at the lowest score going together, so no ratio
+        # landed within the tolerance.
+        raise RuntimeError(f"global pruning ({criterion}): {exc}; the MACs move in steps when channel scores "
+                           "tie: use local pruning, more taylor_batches, or a wider macs_tolerance") from exc
+    if ratio not in tried:
+        macs_at(ratio)
+    return tried[ratio], ratio
