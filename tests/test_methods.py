@@ -183,8 +183,8 @@ def test_method_hooks_give_the_run_its_privacy_tags(store) -> None:
     outcome = run_one(TOY, "quick", TOY.resolve("quick", {"method": "noisy", "epsilon": 2.0}), tracker=store)
     run = store.run(outcome.run_id)
     assert outcome.status == "FINISHED"
-    assert (run.tags["privacy.unit"], run.tags["privacy.accountant"], run.tags["privacy.sampler"]) == \
-        ("example", "laplace", "none")
+    assert (run.tags["privacy.unit"], run.tags["privacy.accountant"]) == ("example", "laplace")
+    assert "privacy.sampler" not in run.tags  # pure epsilon-DP: no accountant of a subsampled mechanism
     assert run.metrics["privacy/epsilon"] == pytest.approx(2.0) and run.params["epsilon"] == "2.0"
     plain = store.run(run_one(TOY, "quick", TOY.resolve("quick"), tracker=store).run_id)
     assert plain.tags["privacy.unit"] == "none" and "privacy.sampler" not in plain.tags

@@ -208,5 +208,6 @@ class LabelDPTask(Task):
         return _ACCOUNTANTS.get(config.method, "none")
 
     def sampler(self, config: LabelDPConfig) -> str | None:
-        """No subsampling: RR and ALIBI touch every label once, PATE-FM asks a fixed set of queries."""
-        return "none" if config.method in PRIVATE_METHODS else None
+        """PATE-FM's Gaussian mechanisms are analysed by the three accountants, without subsampling (a fixed
+        set of queries); RR, RR-with-prior and ALIBI are exact pure-epsilon mechanisms no accountant analyses."""
+        return "none" if config.method == "pate_fm" else None

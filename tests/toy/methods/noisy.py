@@ -32,5 +32,5 @@ class Noisy(ToyMethod):
     def accountant(self, config: NoisyConfig) -> str:
         return "laplace"
 
-    def sampler(self, config: NoisyConfig) -> str:
-        return "none"  # the whole value is released once, no subsampling
+    def sampler(self, config: NoisyConfig) -> None:
+        return None  # pure epsilon-DP Laplace: exact, no Gaussian accountant analyses it
