@@ -31,6 +31,7 @@ class DPSGDConfig(ApproxDPBudget, SGDConfig):  # mixins first: their keys are li
 
     @model_validator(mode="after")
     def _budget_can_be_calibrated(self) -> DPSGDConfig:
+        """Refuse, when the config is read, a target the accountant cannot calibrate noise for in reasonable time."""
         floor = calibration_floor(accountant=self.accountant, delta=self.delta)
         if self.epsilon < floor:
             raise ValueError(f"epsilon {self.epsilon:g} is below {floor:.4g}, the smallest target the "
