@@ -43,7 +43,8 @@ def test_overrides_parse_yaml_scalars() -> None:
         ({"method": "dpsdg"}, "method", "did you mean 'dpsgd'? (known methods: dpsgd, nonprivate)"),
         ({"grad_sample_mode": "magic"}, "grad_sample_mode", "'hooks', 'functorch' or 'ghost'"),
         ({"epsilon": None}, "epsilon", "Input should be a valid number"),
-        ({"method": "nonprivate", "epsilon": 3.0}, "epsilon", "not a key of method nonprivate; methods that have it: dpsgd"),
+        ({"method": "nonprivate", "epsilon": 3.0}, "epsilon",
+         "not a key of method nonprivate; methods that have it: dpsgd"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides: dict, named: str, allowed: str) -> None:
