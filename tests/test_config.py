@@ -40,9 +40,11 @@ def test_overrides_parse_yaml_scalars() -> None:
         ({"epsilon": -1.0}, "epsilon", "greater than 0"),
         ({"delta": 1.0}, "delta", "less than 1"),
         ({"lr": -0.5}, "lr", "greater than 0"),
-        ({"method": "dpsdg"}, "method", "'nonprivate' or 'dpsgd'"),
+        ({"method": "dpsdg"}, "method", "did you mean 'dpsgd'? (known methods: dpsgd, nonprivate)"),
         ({"grad_sample_mode": "magic"}, "grad_sample_mode", "'hooks', 'functorch' or 'ghost'"),
-        ({"epsilon": None}, "epsilon", "method dpsgd needs epsilon"),
+        ({"epsilon": None}, "epsilon", "Input should be a valid number"),
+        ({"method": "nonprivate", "epsilon": 3.0}, "epsilon",
+         "not a key of method nonprivate; methods that have it: dpsgd"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(overrides: dict, named: str, allowed: str) -> None:
@@ -57,11 +59,15 @@ def test_unknown_tier_is_an_error() -> None:
         get_task("dpsgd").resolve("medium")
 
 
-def test_nonprivate_resets_privacy_keys_so_equal_runs_hash_equal() -> None:
+def test_nonprivate_config_has_no_privacy_keys_so_equal_runs_hash_equal() -> None:
+    """The tier's dpsgd defaults (epsilon, grad_sample_mode, ...) pass over nonprivate, as does a sweep's --set."""
+    from suite.resolve import build, lenient
+
     task = get_task("dpsgd")
     a = task.resolve("quick", {"method": "nonprivate"})
-    b = task.resolve("quick", {"method": "nonprivate", "epsilon": 8.0, "grad_sample_mode": "ghost"})
-    assert a.epsilon is None and a.grad_sample_mode is None
+    b = build(task, [lenient(task.tier("quick").defaults), lenient({"method": "nonprivate", "epsilon": 8.0,
+                                                                     "grad_sample_mode": "ghost"})])
+    assert not {"epsilon", "delta", "max_grad_norm", "grad_sample_mode", "accountant"} & set(type(a).model_fields)
     assert config_hash("dpsgd", "1", a) == config_hash("dpsgd", "1", b)
 
 
@@ -94,8 +100,8 @@ def test_dpsgd_quick_grid_covers_the_issue() -> None:
     from runners.sweep import plan
 
     cells = plan([get_task("dpsgd")], "quick")
-    combos = {(c.config["method"], c.config["epsilon"], c.config["grad_sample_mode"], c.config["accountant"])
-              for c in cells}
+    combos = {(c.config["method"], c.config.get("epsilon"), c.config.get("grad_sample_mode"),
+               c.config.get("accountant")) for c in cells}
     assert {("dpsgd", e, "hooks", "rdp") for e in (1.0, 3.0, 8.0)} <= combos
     assert {("dpsgd", 3.0, m, "rdp") for m in ("functorch", "ghost")} <= combos
     assert ("nonprivate", None, None, None) in combos
@@ -128,7 +134,7 @@ def test_suite_run_with_infinite_epsilon_exits_2_and_writes_nothing(tmp_path) ->
     from tests.conftest import suite_cli
 
     done = suite_cli("run", "dpsgd", "--set", "epsilon=inf", cwd=tmp_path)
-    assert done.returncode == 2 and "epsilon must be a finite number (got 'inf')" in done.stderr
+    assert done.returncode == 2 and "epsilon: Input should be a finite number (got 'inf')" in done.stderr
     assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
 
 

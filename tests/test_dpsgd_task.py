@@ -96,3 +96,29 @@ def test_missing_full_tier_data_is_a_clear_error(tmp_path, monkeypatch) -> None:
     task = get_task("dpsgd")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         execute(Cell.make(task, "full", task.resolve("full", {"device": "cpu"})), threads=1)
+
+
+DP_KEYS = ("epsilon", "delta", "max_grad_norm", "grad_sample_mode", "accountant")
+
+
+def test_show_lists_only_the_methods_keys_and_run_refuses_another_methods_key(tmp_path) -> None:
+    from tests.conftest import suite_cli
+
+    shown = {method: suite_cli("show", "dpsgd", "--set", f"method={method}", cwd=tmp_path)
+             for method in ("nonprivate", "dpsgd")}
+    assert all(done.returncode == 0 for done in shown.values())
+    resolved = {method: {line.split(":")[0] for line in done.stdout.splitlines()} for method, done in shown.items()}
+    assert not set(DP_KEYS) & resolved["nonprivate"] and set(DP_KEYS) <= resolved["dpsgd"]
+    assert {"lr", "audit_canaries", "device", "data_dir"} <= resolved["nonprivate"] & resolved["dpsgd"]
+    done = suite_cli("run", "dpsgd", "--set", "method=nonprivate", "--set", "grad_sample_mode=ghost", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "key 'grad_sample_mode' is not a key of method nonprivate; methods that have it: dpsgd" in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_reference_of_dpsgd_is_nonprivate_with_the_shared_keys() -> None:
+    task = get_task("dpsgd")
+    config = task.resolve("quick", {"epsilon": 1.0, "lr": 0.25, "seed": 2, "grad_sample_mode": "ghost"})
+    reference = task().reference(config)
+    assert reference == task.resolve("quick", {"method": "nonprivate", "lr": 0.25, "seed": 2})
+    assert task().reference(reference) is None

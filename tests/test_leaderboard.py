@@ -259,8 +259,9 @@ def _config_page_by_method(site: Path, task: str, method: str) -> Path:
 def test_dpsgd_has_its_pareto_plots_and_headline(site) -> None:
     text = (site / "tasks" / "dpsgd.html").read_text()
     svgs = re.findall(r'src="\.\./plots/([^"]+\.svg)"', text)
-    assert "dpsgd-quick-v2-accuracy-vs-epsilon-example.svg" in svgs
-    assert "dpsgd-quick-v2-accuracy-vs-train-s.svg" in svgs
+    version = get_task("dpsgd").version
+    assert f"dpsgd-quick-v{version}-accuracy-vs-epsilon-example.svg" in svgs
+    assert f"dpsgd-quick-v{version}-accuracy-vs-train-s.svg" in svgs
     svg = (site / "plots" / svgs[0]).read_text()
     assert "<dc:date>" not in svg and "Pareto front" in re.sub(r"\s+", " ", " ".join(re.findall(r"<!-- (.*?) -->", svg)))
     _, rows = board(_read(site / "tasks" / "dpsgd.html"))

@@ -1,4 +1,9 @@
-"""Training and evaluation of the dpsgd task (imports torch and opacus; loaded by ``run``)."""
+"""The dpsgd family's pipeline: data, canaries, training, evaluation and audit (imports torch; loaded by ``run``).
+
+The method varies two steps (:class:`tasks.dpsgd.config.SGDMethod`): ``privatize`` turns the
+plain model, optimizer and loader into the ones the run trains with, and ``privacy`` reports the
+run's privacy metrics.
+"""
 
 from __future__ import annotations
 
@@ -8,44 +13,46 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Subset, TensorDataset
 
 from suite import data
 from suite.audit import audit_scores
+from suite.context import RunContext
+from suite.device import resolve_device
 from suite.examples import ExampleDigest
 from suite.meters import count_flops, model_size
-from suite.privacy import EPSILON_METRICS, all_epsilons
-from suite.task import RunContext
+from tasks.dpsgd.config import SGDConfig, SGDMethod
 from tasks.dpsgd.models import MODELS
-from tasks.dpsgd.task import DPSGDConfig
 
 
-# Known and harmless here: the suite measures, it does not deploy (secure RNG), and Opacus'
-# hooks fire on the first layer whose input needs no gradient.
+# Known and harmless here (the dpsgd method's Opacus): the suite measures, it does not deploy (secure
+# RNG), and Opacus' hooks fire on the first layer whose input needs no gradient.
 warnings.filterwarnings("ignore", message="Secure RNG turned off")
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 
 
 @dataclass
-class _Setup:
+class Setup:
+    """What a run trains with: the plain parts, or the ones a private method made of them."""
+
     model: nn.Module
     optimizer: torch.optim.Optimizer
     loader: DataLoader
     criterion: Any
-    engine: PrivacyEngine | None
+    accountant: Any = None  # what tracked the privacy loss of the steps (a private method's)
 
 
-def train_and_evaluate(config: DPSGDConfig, ctx: RunContext) -> dict[str, float]:
-    device = _device(config.device)
+def train_and_evaluate(config: SGDConfig, ctx: RunContext, method: SGDMethod) -> dict[str, float]:
+    """Train ``method``'s way on the config's data, then evaluate, account and audit the model."""
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     with ctx.phase("setup"):
         train_set, test_set, n_classes = _datasets(config)
         train_set, canaries = _canaries(config, train_set, n_classes)
         if canaries is not None:
             train_set = ConcatDataset([train_set, canaries.trained()])
-        setup = _make_private(config, train_set, MODELS[config.dataset](n_classes).to(device))
+        setup = method.privatize(config, _plain(config, train_set, MODELS[config.dataset](n_classes).to(device)))
         metrics = _flops(setup, train_set, device)
     with ctx.phase("train"):
         steps, examples = _train(config, setup, device, ctx)
@@ -54,11 +61,10 @@ def train_and_evaluate(config: DPSGDConfig, ctx: RunContext) -> dict[str, float]
     metrics.update(model_size(setup.model))
     metrics["compute/train_flops"] *= examples
     metrics["compute/throughput"] = examples / ctx.phases["train"]
-    if setup.engine is not None:
-        metrics.update(_privacy(config, setup, steps))
+    metrics.update(method.privacy(config, setup, steps=steps))
     if canaries is not None:
         with ctx.phase("audit"):
-            metrics.update(_audit(config, setup.model, canaries, device))
+            metrics.update(_audit(config, setup.model, canaries, device, delta=method.audit_delta(config)))
     return metrics
 
 
@@ -74,7 +80,7 @@ class _Canaries:
         return TensorDataset(self.x[self.included], self.y[self.included])
 
 
-def _canaries(config: DPSGDConfig, train_set: Any, n_classes: int) -> tuple[Any, _Canaries | None]:
+def _canaries(config: SGDConfig, train_set: Any, n_classes: int) -> tuple[Any, _Canaries | None]:
     """The training set without the canaries' source examples, and the audit's canaries.
 
     Canaries are real training images with a wrong label (drawn from their own generator, the
@@ -97,24 +103,19 @@ def _canaries(config: DPSGDConfig, train_set: Any, n_classes: int) -> tuple[Any,
 
 
 @torch.no_grad()
-def _audit(config: DPSGDConfig, model: nn.Module, canaries: _Canaries, device: torch.device) -> dict[str, float]:
+def _audit(config: SGDConfig, model: nn.Module, canaries: _Canaries, device: torch.device, *,
+           delta: float) -> dict[str, float]:
     """Score each canary by minus its loss on its own label; guess IN on the highest, OUT on the lowest."""
     model.eval()
     logits = model(canaries.x.to(device))
     scores = -nn.functional.cross_entropy(logits, canaries.y.to(device), reduction="none")
     guesses = config.audit_guesses or max(2, config.audit_canaries // 2)
     result = audit_scores(scores.cpu().numpy(), canaries.included.numpy(), k_in=guesses // 2,
-                          k_out=guesses - guesses // 2, delta=config.delta or 0.0)
+                          k_out=guesses - guesses // 2, delta=delta)
     return result.metrics()
 
 
-def _device(choice: str) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def _datasets(config: DPSGDConfig) -> tuple[Any, Any, int]:
+def _datasets(config: SGDConfig) -> tuple[Any, Any, int]:
     if config.dataset == "digits":
         split = data.digits(split_seed=config.split_seed)
         train = TensorDataset(torch.from_numpy(split.x_train), torch.from_numpy(split.y_train))
@@ -128,38 +129,14 @@ def _datasets(config: DPSGDConfig) -> tuple[Any, Any, int]:
     return train, test, n_classes
 
 
-def _make_private(config: DPSGDConfig, train_set: Any, model: nn.Module) -> _Setup:
+def _plain(config: SGDConfig, train_set: Any, model: nn.Module) -> Setup:
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
-    criterion = nn.CrossEntropyLoss()
-    if config.method == "nonprivate":
-        return _Setup(model, optimizer, loader, criterion, None)
-    engine = PrivacyEngine(accountant=config.accountant)
-    with warnings.catch_warnings():
-        # The noise calibration's binary search probes huge noise levels, whose optimal RDP
-        # order is the largest; the final epsilon is computed (and may warn) in _privacy.
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        made = _calibrate(engine, config, model, optimizer, loader, criterion)
-    if config.grad_sample_mode == "ghost":
-        model, optimizer, criterion, loader = made  # ghost clipping wraps the loss for its double backward
-    else:
-        model, optimizer, loader = made
-    return _Setup(model, optimizer, loader, criterion, engine)
+    return Setup(model, optimizer, loader, nn.CrossEntropyLoss())
 
 
-def _calibrate(engine: PrivacyEngine, config: DPSGDConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-               loader: DataLoader, criterion: Any) -> tuple[Any, ...]:
-    """Opacus picks the noise multiplier that reaches the target epsilon after ``epochs``."""
-    return engine.make_private_with_epsilon(
-        module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
-        target_epsilon=config.epsilon, target_delta=config.delta, epochs=config.epochs,
-        max_grad_norm=config.max_grad_norm, poisson_sampling=True, grad_sample_mode=config.grad_sample_mode,
-        noise_generator=torch.Generator().manual_seed(config.seed + 1),
-    )
-
-
-def _flops(setup: _Setup, train_set: Any, device: torch.device) -> dict[str, float]:
+def _flops(setup: Setup, train_set: Any, device: torch.device) -> dict[str, float]:
     """FLOPs per example of a training step (as the run trains) and of a forward pass."""
     n = min(32, len(train_set))
     x, y = next(iter(DataLoader(train_set, batch_size=n)))
@@ -171,7 +148,7 @@ def _flops(setup: _Setup, train_set: Any, device: torch.device) -> dict[str, flo
     return {"compute/train_flops": train / n, "compute/inference_flops": forward / n}
 
 
-def _train(config: DPSGDConfig, setup: _Setup, device: torch.device, ctx: RunContext) -> tuple[int, int]:
+def _train(config: SGDConfig, setup: Setup, device: torch.device, ctx: RunContext) -> tuple[int, int]:
     setup.model.train()
     steps = examples = 0
     total = config.epochs * len(setup.loader)
@@ -210,38 +187,3 @@ def _evaluate(model: nn.Module, test_set: Any, device: torch.device, ctx: RunCon
         target += y.tolist()
     ctx.record_predictions("utility/accuracy", predicted=predicted, target=target, examples=seen.hexdigest())
     return {"utility/accuracy": correct / count, "utility/loss": loss_sum / count}
-
-
-def _privacy(config: DPSGDConfig, setup: _Setup, steps: int) -> dict[str, float]:
-    """Epsilon under every accountant, recomputed from the noise, sample rate and steps this run really used."""
-    history = setup.engine.accountant.history
-    sigma = setup.optimizer.noise_multiplier
-    rate = _accounted_rate(setup.loader)
-    if sum(h[2] for h in history) != steps or any(h[0] != sigma or h[1] != rate for h in history):
-        raise RuntimeError(f"accountant history {history} disagrees with the run (sigma={sigma}, q={rate}, "
-                           f"steps={steps})")
-    epsilons = all_epsilons(history=[(sigma, rate, steps)], delta=config.delta, sampler="poisson")
-    return {
-        "privacy/epsilon": epsilons[EPSILON_METRICS[config.accountant]], **epsilons,
-        "privacy/delta": config.delta, "privacy/noise_multiplier": sigma, "privacy/sample_rate": rate,
-        "privacy/steps": float(steps), "privacy/max_grad_norm": config.max_grad_norm,
-    }
-
-
-def _accounted_rate(loader: Any) -> float:
-    """The sample rate Opacus' accountant uses, checked to be at least the rate its sampler draws with.
-
-    Opacus' sampler draws each example with p = 1/k, k the batches of the loader it was given; the
-    private loader then has int(1/p) batches, and the accountant uses q = 1/int(1/p). In floating point
-    1/(1/k) falls just below k for some k (93, 99, 105, 117, ...: 1/(1/93) = 92.99999999999999), so the
-    loader has k - 1 batches an epoch and the accountant uses q = 1/92 while the sampler draws with
-    1/93; otherwise q = p. Accounting with a rate at least the true one gives an upper bound: the pair
-    of output distributions the accountants analyse at rate p, ((1-p) N(0, s^2) + p N(1, s^2), N(0, s^2)),
-    is a post-processing of the pair at q >= p (keep the output with probability p/q, else replace it
-    by a fresh N(0, s^2) draw), so its epsilon is never larger. The steps counted are the steps taken.
-    """
-    rate = 1.0 / len(loader)
-    if rate < loader.sample_rate:
-        raise RuntimeError(f"Opacus accounts with sample rate {rate}, below the rate {loader.sample_rate} its "
-                           "sampler draws with: the epsilon would not be an upper bound")
-    return rate
