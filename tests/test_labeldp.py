@@ -94,6 +94,8 @@ BAD = [  # (overrides, the key the error must name, a phrase of the rule)
      "spread_neighbors=100", "below the 100"),
     ({"method": "rr_prior", "train_subset": 40, "audit_canaries": 0, "stages": 30}, "stages=30", "28 private"),
     ({"method": "rr", "epsilon": 50}, "epsilon=50", "above 20"),
+    ({"method": "pate_fm", "epsilon": 21}, "epsilon=21", "above 20"),
+    ({"method": "rr", "stages": 3}, "'stages' is not a key of method rr", "methods that have it: rr_prior"),
     ({"method": "alibi", "epsilon": "inf"}, "epsilon", "finite"),
     ({"lr": "nan"}, "lr", "finite"),
     ({"model": "resnet18"}, "model=resnet18", "digits_cnn"),
