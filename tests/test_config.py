@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from suite import resolve
 from suite.config import TaskConfig, build_config, config_hash, expand_grid, parse_overrides
 from suite.errors import ConfigError, UsageError
 from suite.registry import Registry
@@ -121,8 +122,11 @@ def test_non_finite_budgets_are_refused_by_every_task(name: str, key: str, text:
         has_key = task.method_registry is None or key in task.config_model(method).model_fields
         expected = f"{key}( must be|: Input should be) a finite number" if has_key else \
             f"(key '{key}' is not a key of method {method}|unknown key '{key}')"
+        spec = task.tier("quick")  # its smoke keys apply to the methods that have them, as in the conformance test
+        layers = [resolve.lenient(spec.defaults), resolve.lenient(spec.smoke),
+                  resolve.strict({"method": method, **parse_overrides([f"{key}={text}"])})]
         with pytest.raises(ConfigError, match=expected):
-            task.resolve("quick", {**task.tier("quick").smoke, "method": method, **parse_overrides([f"{key}={text}"])})
+            resolve.build(task, layers)
 
 
 def test_non_finite_numbers_are_refused_for_every_key() -> None:
@@ -142,4 +146,5 @@ def test_suite_run_with_infinite_epsilon_exits_2_and_writes_nothing(tmp_path) ->
 def test_every_tiers_smoke_config_validates(name: str) -> None:
     task = get_task(name)
     for tier in task.tiers():
-        task.resolve(tier, task.tier(tier).smoke)
+        for method in task.methods():
+            resolve.smoke(task, method, tier)

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from runners.cell import Cell, execute
+from suite import resolve
+from suite.config import BaseConfig
 from suite.errors import ConfigError
 from suite.task import get_task
 from tasks.labeldp import mechanisms as mech
@@ -23,36 +25,61 @@ TINY = {"epochs": 2, "teacher_epochs": 2, "n_teachers": 4, "max_queries": 30, "a
         "train_subset": 400}
 
 
-def _run(**over: object) -> dict[str, float]:
+def _config(*, tiny: bool = True, **over: object) -> BaseConfig:
+    """The quick tier's config with ``over`` (keys of the method only); with ``tiny``, TINY's keys
+    where the method has them (as a tier's smoke section applies)."""
     task = get_task("labeldp")
-    return execute(Cell.make(task, "quick", task.resolve("quick", over)), threads=1).metrics
+    return resolve.build(task, [resolve.lenient(task.tier("quick").defaults), resolve.lenient(TINY if tiny else {}),
+                                resolve.strict(over)])
+
+
+def _run(*, tiny: bool = True, **over: object) -> dict[str, float]:
+    return execute(Cell.make(get_task("labeldp"), "quick", _config(tiny=tiny, **over)), threads=1).metrics
 
 
 # --------------------------------------------------------------------------- configs
 
 
-def test_config_requires_budget_for_private_methods_and_drops_it_otherwise() -> None:
+def test_each_method_has_its_own_keys_and_tags() -> None:
     task = get_task("labeldp")
-    with pytest.raises(ConfigError, match="needs epsilon"):
+    with pytest.raises(ConfigError, match="epsilon"):
         task.resolve("quick", {"method": "rr", "epsilon": None})
-    with pytest.raises(ConfigError, match="needs delta"):
+    with pytest.raises(ConfigError, match="delta"):
         task.resolve("quick", {"method": "pate_fm", "delta": None})
-    plain = task.resolve("quick", {"method": "nonprivate", "epsilon": 3.0})
-    assert plain.epsilon is None and plain.delta is None and task().privacy_unit(plain) == "none"
-    assert task.resolve("quick", {"method": "alibi"}).delta is None
-    for method, accountant in [("rr", "rr"), ("alibi", "laplace"), ("pate_fm", "pate-rdp-data-independent")]:
+    with pytest.raises(ConfigError, match="methods that have it: alibi, pate_fm, rr, rr_prior"):
+        task.resolve("quick", {"method": "nonprivate", "epsilon": 3.0})
+    plain = task.resolve("quick", {"method": "nonprivate"})
+    assert "epsilon" not in type(plain).model_fields and task().privacy_unit(plain) == "none"
+    assert "delta" not in type(task.resolve("quick", {"method": "alibi"})).model_fields
+    pate_only = {"n_teachers", "teacher_model", "student_labels", "spread_neighbors", "teacher_epochs",
+                 "teacher_batch_size", "sigma_threshold", "sigma_gnmax", "threshold", "max_queries",
+                 "pseudo_label_threshold", "pseudo_label_rounds"}
+    holders = task.method_registry.holders()
+    assert all(holders[key] == ["pate_fm"] for key in pate_only) and holders["stages"] == ["rr_prior"]
+    for method, accountant in [("rr", "rr"), ("rr_prior", "rr-with-prior"), ("alibi", "laplace"),
+                               ("pate_fm", "pate-rdp-data-independent")]:
         config = task.resolve("quick", {"method": method})
         tags = task().tags(config)
         assert tags["privacy.unit"] == "label" and tags["privacy.accountant"] == accountant
         assert tags.get("privacy.sampler") == ("none" if method == "pate_fm" else None)
 
 
+def test_suite_show_lists_only_the_methods_keys_and_run_refuses_another_methods_key(tmp_path) -> None:
+    shown = suite_cli("show", "labeldp", "--set", "method=alibi", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "epsilon" in shown.stdout and "n_teachers" not in shown.stdout and "stages" not in shown.stdout
+    refused = suite_cli("run", "labeldp", "--set", "method=alibi", "--set", "n_teachers=10", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "'n_teachers' is not a key of method alibi; methods that have it: pate_fm" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "mlflow.db").exists()
+
+
 def test_the_split_sizes_the_config_checks_are_the_data_s() -> None:
     from suite import data
-    from tasks.labeldp.task import _N_CLASSES, _TRAIN_SIZE
+    from tasks.labeldp.config import N_CLASSES, TRAIN_SIZE
 
     digits = data.digits(split_seed=0)
-    assert len(digits.y_train) == _TRAIN_SIZE["digits"] and digits.n_classes == _N_CLASSES["digits"]
+    assert len(digits.y_train) == TRAIN_SIZE["digits"] and digits.n_classes == N_CLASSES["digits"]
 
 
 BAD = [  # (overrides, the key the error must name, a phrase of the rule)
@@ -67,6 +94,8 @@ BAD = [  # (overrides, the key the error must name, a phrase of the rule)
      "spread_neighbors=100", "below the 100"),
     ({"method": "rr_prior", "train_subset": 40, "audit_canaries": 0, "stages": 30}, "stages=30", "28 private"),
     ({"method": "rr", "epsilon": 50}, "epsilon=50", "above 20"),
+    ({"method": "pate_fm", "epsilon": 21}, "epsilon=21", "above 20"),
+    ({"method": "rr", "stages": 3}, "'stages' is not a key of method rr", "methods that have it: rr_prior"),
     ({"method": "alibi", "epsilon": "inf"}, "epsilon", "finite"),
     ({"lr": "nan"}, "lr", "finite"),
     ({"model": "resnet18"}, "model=resnet18", "digits_cnn"),
@@ -90,7 +119,7 @@ def test_a_config_too_small_for_its_split_exits_2_and_writes_nothing(tmp_path) -
 
 def test_the_smallest_split_the_config_allows_runs() -> None:
     """The edge of the rules runs: 10 public and 10 private examples, classes too rare to stratify."""
-    m = _run(method="pate_fm", train_subset=20, public_fraction=0.5, n_teachers=10, spread_neighbors=7,
+    m = _run(tiny=False, method="pate_fm", train_subset=20, public_fraction=0.5, n_teachers=10, spread_neighbors=7,
              audit_canaries=10, epochs=1, epsilon=8.0, threshold=2.0, sigma_threshold=6.0, sigma_gnmax=6.0)
     assert m["privacy/queries_asked"] == 10  # the budget buys 29, the public set has 10
 
@@ -100,7 +129,7 @@ def test_the_smallest_split_the_config_allows_runs() -> None:
 
 @pytest.mark.parametrize("method", ["nonprivate", "rr", "rr_prior", "alibi", "pate_fm"])
 def test_each_method_runs_end_to_end(method: str) -> None:
-    m = _run(**TINY, method=method)
+    m = _run(method=method)
     assert 0 <= m["utility/accuracy"] <= 1 and m["compute/params"] > 0
     assert m["compute/model_bytes"] == 4 * m["compute/params"]  # float32, no buffers
     assert m["privacy/audit_canaries"] == 10 and m["privacy/audit_guesses"] == 4
@@ -128,7 +157,7 @@ def test_each_method_runs_end_to_end(method: str) -> None:
 def test_pate_semi_supervised_teachers_beat_supervised_ones_and_both_paths_run() -> None:
     """Label spreading over all (public) features is why the quick tier's teachers are usable;
     the supervised CNN teachers and pseudo-labelled student are the full tier's path."""
-    runs = {teacher: _run(**TINY, method="pate_fm", teacher_model=teacher, student_labels=student)
+    runs = {teacher: _run(method="pate_fm", teacher_model=teacher, student_labels=student)
             for teacher, student in [("label_spreading", "label_spreading"), ("cnn", "pseudo_label")]}
     assert runs["label_spreading"]["utility/teacher_accuracy"] > runs["cnn"]["utility/teacher_accuracy"] + 0.1
     assert all(0 < m["privacy/queries_answered"] and 0 <= m["utility/accuracy"] <= 1 for m in runs.values())
@@ -165,7 +194,7 @@ def test_pate_asks_the_same_queries_whatever_the_votes(monkeypatch: pytest.Monke
     metrics = []
     for kind in ("unanimous", "split"):
         monkeypatch.setattr(pate_fm, "_teacher_votes", votes_of(kind))
-        metrics.append(_run(**{**TINY, "epochs": 1, "threshold": 3.0}, method="pate_fm"))
+        metrics.append(_run(method="pate_fm", epochs=1, threshold=3.0))
     np.testing.assert_array_equal(asked[0], asked[1])
     assert len(asked[0]) == metrics[0]["privacy/queries_asked"] == metrics[1]["privacy/queries_asked"] > 0
     assert metrics[0]["privacy/epsilon"] == metrics[1]["privacy/epsilon"]
@@ -195,7 +224,7 @@ def test_randomized_response_that_never_flips_ends_failed_with_the_reason(store,
     from runners.local import run_one
 
     task = get_task("labeldp")
-    config = task.resolve("quick", {**TINY, "method": "rr", "epsilon": 0.5})
+    config = _config(method="rr", epsilon=0.5)
     monkeypatch.setattr(mech, "rr_channel", lambda *, epsilon, k: np.eye(k))
     outcome = run_one(task, "quick", config, tracker=store)
     assert outcome.status == "FAILED"
@@ -211,18 +240,18 @@ def test_randomized_response_that_never_flips_ends_failed_with_the_reason(store,
     ("alibi", "alibi_scale", lambda *, epsilon: 0.0),
 ])
 def test_other_mechanisms_without_noise_report_no_finite_epsilon(method, target, planted, monkeypatch) -> None:
-    from tasks.labeldp.methods import NoFiniteGuarantee
+    from tasks.labeldp.mechanisms import NoFiniteGuarantee
 
     monkeypatch.setattr(mech, target, planted)
     with pytest.raises(NoFiniteGuarantee, match="epsilon = inf"):
-        _run(**TINY, method=method)
+        _run(method=method)
 
 
 def test_a_leaky_rr_with_prior_stage_reports_its_real_epsilon(monkeypatch) -> None:
     """Stage 1's channels built for twice the target: the run reports the larger epsilon it sampled with."""
     real = mech.rr_prior_channels
     monkeypatch.setattr(mech, "rr_prior_channels", lambda priors, *, epsilon: real(priors, epsilon=2 * epsilon))
-    m = _run(**{**TINY, "epsilon": 1.0}, method="rr_prior")
+    m = _run(method="rr_prior", epsilon=1.0)
     assert m["privacy/epsilon"] == pytest.approx(2.0, rel=1e-9)
 
 
@@ -253,10 +282,10 @@ def test_audit_catches_a_sampler_that_ignores_its_channel(monkeypatch: pytest.Mo
     """The reported epsilon reads the channel; a sampler that returns every label unchanged
     still reports 0.5. The one-run audit must expose it, and stay below the claim when honest."""
     over = {"method": "rr", "epsilon": 0.5, "train_subset": 600, "audit_canaries": 80, "audit_guesses": 40}
-    honest = _run(**over)
+    honest = _run(tiny=False, **over)
     assert honest["privacy/audit_epsilon_lb"] < honest["privacy/epsilon"] == pytest.approx(0.5)
     monkeypatch.setattr(mech, "sample_channel", lambda labels, channel, *, rng: np.asarray(labels).copy())
-    broken = _run(**over)
+    broken = _run(tiny=False, **over)
     assert broken["privacy/epsilon"] == pytest.approx(0.5)
     assert broken["privacy/audit_epsilon_lb"] > broken["privacy/epsilon"]
 # --------------------------------------------------------------------------- teacher-vote cache
@@ -298,7 +327,7 @@ def test_pate_run_is_identical_whether_its_teacher_votes_are_cached(tmp_path, mo
     task = get_task("labeldp")
 
     def run(**over):
-        config = task.resolve("quick", {**TINY, "method": "pate_fm", **over})
+        config = _config(method="pate_fm", **over)
         return execute(Cell.make(task, "quick", config), threads=1).metrics
 
     fresh, cached, other_eps, other_seed = run(), run(), run(epsilon=4.0), run(seed=1)

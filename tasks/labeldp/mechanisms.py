@@ -160,3 +160,19 @@ def alibi_posterior(noisy: np.ndarray, prior: np.ndarray, *, scale: float) -> np
     logits -= logits.max(axis=1, keepdims=True)
     post = np.exp(logits)
     return post / post.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- the guarantee released
+
+
+class NoFiniteGuarantee(RuntimeError):
+    """The mechanism that ran has no finite label-DP epsilon; the run stops and ends FAILED with this reason."""
+
+
+def guaranteed(epsilon: float, *, method: str, what: str) -> float:
+    """``epsilon`` when finite; otherwise stop the run before any model is trained on the labels."""
+    if not math.isfinite(epsilon):
+        raise NoFiniteGuarantee(
+            f"labeldp {method}: the mechanism that ran ({what}) has no finite label-DP guarantee (epsilon = "
+            f"{epsilon}); stopped before training, so that no model is released under a claimed epsilon")
+    return epsilon

@@ -27,18 +27,20 @@ import inspect
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from suite.cache import cached_arrays
-from suite.task import RunContext
+from suite.context import RunContext
 from tasks.labeldp import pate, train
 from tasks.labeldp.models import MODELS
-from tasks.labeldp.task import LabelDPConfig
 from tasks.labeldp.train import Split, fit, one_hot, predict_proba, rng_for
+
+if TYPE_CHECKING:  # the method's module imports this one when it runs
+    from tasks.labeldp.methods.pate_fm import PateFMConfig
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Queries:
         return self.answers >= 0
 
 
-def pate_fm(config: LabelDPConfig, split: Split, ctx: RunContext) -> tuple[nn.Module, dict[str, float]]:
+def pate_fm(config: PateFMConfig, split: Split, ctx: RunContext) -> tuple[nn.Module, dict[str, float]]:
     """Teachers' votes, confident-GNMax answers to the planned queries, the student; privacy metrics."""
     asked = query_plan(config, n_public=len(split.public_x))  # before any private vote is computed
     votes, teacher_acc, cached = _teacher_votes(config, split, ctx)
@@ -68,7 +70,7 @@ def pate_fm(config: LabelDPConfig, split: Split, ctx: RunContext) -> tuple[nn.Mo
     return model, metrics
 
 
-def query_plan(config: LabelDPConfig, *, n_public: int) -> np.ndarray:
+def query_plan(config: PateFMConfig, *, n_public: int) -> np.ndarray:
     """The public examples PATE-FM asks: as many as the data-independent bound allows within the
     target (at most ``max_queries`` and the public set), in a seeded random order. Reads the
     config and the public set's size only, never a label or a vote."""
@@ -77,7 +79,7 @@ def query_plan(config: LabelDPConfig, *, n_public: int) -> np.ndarray:
     return rng_for(config, "queries").permutation(n_public)[: min(budget, n_public)]
 
 
-def answer_queries(config: LabelDPConfig, votes: np.ndarray, asked: np.ndarray) -> Queries:
+def answer_queries(config: PateFMConfig, votes: np.ndarray, asked: np.ndarray) -> Queries:
     """Confident GNMax (Algorithm 1 of Papernot et al. 2018) on each planned query, in order."""
     rng = rng_for(config, "gnmax")
     answers = [pate.confident_gnmax(votes[q], sigma_threshold=config.sigma_threshold, sigma_gnmax=config.sigma_gnmax,
@@ -85,7 +87,7 @@ def answer_queries(config: LabelDPConfig, votes: np.ndarray, asked: np.ndarray) 
     return Queries(np.asarray(asked, dtype=int), np.array([-1 if a is None else a for a in answers], dtype=int))
 
 
-def privacy_metrics(config: LabelDPConfig, votes: np.ndarray, queries: Queries) -> dict[str, float]:
+def privacy_metrics(config: PateFMConfig, votes: np.ndarray, queries: Queries) -> dict[str, float]:
     """The guarantee (data-independent RDP), the same queries under the three shared accountants,
     and the data-dependent bound (reported, never ranked)."""
     from suite.privacy import all_epsilons
@@ -114,7 +116,7 @@ _TEACHER_KEYS = ("seed", "model", "n_teachers", "teacher_model", "spread_neighbo
                  "teacher_batch_size", "lr", "optimizer", "weight_decay", "augment")
 
 
-def _teacher_votes(config: LabelDPConfig, split: Split, ctx: RunContext) -> tuple[np.ndarray, float, bool]:
+def _teacher_votes(config: PateFMConfig, split: Split, ctx: RunContext) -> tuple[np.ndarray, float, bool]:
     """(votes per public example and class, mean teacher test accuracy, whether read from the cache).
 
     The votes depend on the private labels, the partition and the teachers' training only, so
@@ -137,7 +139,7 @@ def _teacher_votes(config: LabelDPConfig, split: Split, ctx: RunContext) -> tupl
     return got.arrays["votes"], float(got.arrays["teacher_accuracy"]), got.hit
 
 
-def _train_teachers(config: LabelDPConfig, split: Split, ctx: RunContext) -> dict[str, np.ndarray]:
+def _train_teachers(config: PateFMConfig, split: Split, ctx: RunContext) -> dict[str, np.ndarray]:
     parts = np.array_split(rng_for(config, "partition").permutation(len(split.private_y)), config.n_teachers)
     votes = np.zeros((len(split.public_x), split.n_classes))
     accuracy = []
@@ -167,7 +169,7 @@ def _flat(*xs: torch.Tensor) -> np.ndarray:
     return np.concatenate([x.reshape(len(x), -1).cpu().numpy() for x in xs])
 
 
-def _spread(config: LabelDPConfig, features: np.ndarray, known: np.ndarray) -> Any:
+def _spread(config: PateFMConfig, features: np.ndarray, known: np.ndarray) -> Any:
     """Label spreading over the k-NN graph of ``features``; ``known`` is -1 where unlabeled."""
     from sklearn.semi_supervised import LabelSpreading
 
@@ -177,7 +179,7 @@ def _spread(config: LabelDPConfig, features: np.ndarray, known: np.ndarray) -> A
                               max_iter=100).fit(features, known)
 
 
-def _student(config: LabelDPConfig, split: Split, asked: np.ndarray, labels: np.ndarray,
+def _student(config: PateFMConfig, split: Split, asked: np.ndarray, labels: np.ndarray,
              ctx: RunContext) -> nn.Module:
     if config.student_labels == "label_spreading" and len(labels):
         return _spread_student(config, split, asked, labels, ctx)
@@ -194,7 +196,7 @@ def _student(config: LabelDPConfig, split: Split, asked: np.ndarray, labels: np.
     return model
 
 
-def _spread_student(config: LabelDPConfig, split: Split, asked: np.ndarray, labels: np.ndarray,
+def _spread_student(config: PateFMConfig, split: Split, asked: np.ndarray, labels: np.ndarray,
                     ctx: RunContext) -> nn.Module:
     """The answers spread over the public and private features, then the CNN trained on the
     spread soft labels (answered examples keep their answer). No private label is read."""

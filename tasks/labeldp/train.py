@@ -1,8 +1,9 @@
 """Data, training on hard or soft labels, evaluation and the canary audit of the labeldp task.
 
-Loaded by ``LabelDPTask.run`` (imports torch). The methods themselves are in
-``tasks.labeldp.methods``; the mechanisms they call are pure functions in
-``tasks.labeldp.mechanisms`` and ``tasks.labeldp.pate``.
+Loaded by ``LabelDPTask.run`` (imports torch), which hands the step that varies, how the private
+labels become the released model, to the config's method (``tasks.labeldp.methods``); the
+mechanisms the methods call are pure functions in ``tasks.labeldp.mechanisms`` and
+``tasks.labeldp.pate``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from torch import nn
 
 from suite import data
 from suite.audit import audit_scores
-from suite.meters import model_size
+from suite.context import RunContext
+from suite.device import resolve_device
 from suite.examples import digest
-from suite.task import RunContext
+from suite.meters import model_size
+from tasks.labeldp.config import LabelDPConfig, LabelDPMethod
 from tasks.labeldp.models import MODELS
-from tasks.labeldp.task import LabelDPConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +58,16 @@ def rng_for(config: LabelDPConfig, stream: str) -> np.random.Generator:
     return np.random.default_rng([config.seed, *stream.encode()])
 
 
-def device_of(config: LabelDPConfig) -> torch.device:
-    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def train_and_evaluate(config: LabelDPConfig, ctx: RunContext) -> dict[str, float]:
-    from tasks.labeldp.methods import METHODS
-
+def train_and_evaluate(config: LabelDPConfig, method: LabelDPMethod, ctx: RunContext) -> dict[str, float]:
+    """The family's run: the split, ``method``'s training step, the test evaluation and the canary audit."""
     with ctx.phase("setup"):
         split, canaries = load_split(config)
     with ctx.phase("train"):
-        model, metrics = METHODS[config.method](config, split, ctx)
+        model, metrics = method.train(config, split, ctx)
     with ctx.phase("eval"):
         metrics.update(evaluate(model, split.test_x, split.test_y, ctx=ctx))
-        metrics.update(audit(config, model, split, canaries, claimed=metrics.get("privacy/epsilon")))
+        metrics.update(audit(config, model, split, canaries, claimed=metrics.get("privacy/epsilon"),
+                             delta=metrics.get("privacy/delta", 0.0)))
     metrics.update(model_size(model))  # the released model: parameters and weight bytes
     return metrics
 
@@ -96,7 +92,7 @@ def load_split(config: LabelDPConfig) -> tuple[Split, Canaries]:
     private_y = y_train[private_idx].copy()
     canaries = plant_canaries(private_y, m=config.audit_canaries, n_classes=n_classes,
                               rng=rng_for(config, "canaries"))
-    device = device_of(config)
+    device = resolve_device(config.device)
     split = Split(public_x=torch.as_tensor(x_train[public_idx]).to(device), public_y=y_train[public_idx],
                   private_x=torch.as_tensor(x_train[private_idx]).to(device), private_y=private_y,
                   test_x=torch.as_tensor(x_test).to(device), test_y=torch.as_tensor(y_test).to(device),
@@ -136,6 +132,11 @@ def plant_canaries(labels: np.ndarray, *, m: int, n_classes: int, rng: np.random
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[np.asarray(labels)]
+
+
+def label_accuracy(targets: np.ndarray, labels: np.ndarray) -> float:
+    """Mean probability the training targets put on the true label (argmax would break ALIBI's ties)."""
+    return float(targets[np.arange(len(labels)), labels].mean())
 
 
 def fit(config: LabelDPConfig, x: torch.Tensor, targets: np.ndarray, *, epochs: int, seed_offset: int = 0,
@@ -206,14 +207,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ctx: RunCont
 # --------------------------------------------------------------------------- audit
 
 
-def audit(config: LabelDPConfig, model: nn.Module, split: Split, canaries: Canaries,
-          claimed: float | None) -> dict[str, float]:
+def audit(config: LabelDPConfig, model: nn.Module, split: Split, canaries: Canaries, *,
+          claimed: float | None, delta: float) -> dict[str, float]:
     """One-run audit (Steinke, Nasr, Jagielski 2023; ``suite.audit``) of the released model.
 
     Each canary is scored by the model's log-odds of its wrong label over its true one on its
     features; the ``audit_guesses`` guesses (fixed by the config, half "planted" on the highest
     scores, half "not planted" on the lowest) give the epsilon lower bound at 95% confidence,
-    with the run's delta where the method has one.
+    with the run's ``delta`` (0 for a pure epsilon-DP method).
     """
     m = len(canaries.index)
     if m == 0:
@@ -224,7 +225,7 @@ def audit(config: LabelDPConfig, model: nn.Module, split: Split, canaries: Canar
     scores = log_p[rows, canaries.wrong_label] - log_p[rows, canaries.true_label]
     guesses = config.audit_guesses or m // 2
     result = audit_scores(scores, canaries.planted, k_in=guesses // 2, k_out=guesses - guesses // 2,
-                          delta=config.delta or 0.0)
+                          delta=delta)
     if claimed is not None and result.epsilon_lb > claimed:
         log.warning("labeldp %s seed %d: canary audit lower bound %.3f exceeds the claimed epsilon %.3f",
                     config.method, config.seed, result.epsilon_lb, claimed)

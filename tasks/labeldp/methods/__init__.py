@@ -1,0 +1,1 @@
+"""The labeldp methods, one module each (registered in ``tasks.labeldp.config.METHODS``)."""
