@@ -39,8 +39,6 @@ FORBIDDEN = {
 KNOWN_CYCLES = {
     "tasks.dpsgd": {"tasks.dpsgd.task", "tasks.dpsgd.train"},
     "tasks.labeldp": {"tasks.labeldp.methods", "tasks.labeldp.pate_fm", "tasks.labeldp.task", "tasks.labeldp.train"},
-    "tasks.pruning": {"tasks.pruning.data", "tasks.pruning.finetune", "tasks.pruning.run", "tasks.pruning.task",
-                      "tasks.pruning.train"},
 }
 
 
