@@ -1,5 +1,5 @@
 """The pruning family's base config (the keys every method reads: model, data, training recipe,
-measurement) and its method registry.
+measurement) and its method registry (the methods' common class is in ``methods/base.py``).
 
 Imported by the task (``task.py``), by the methods (``methods/``) and by the heavy modules
 (``run.py``, ``train.py``, ...) alike; it imports only light libraries.
@@ -7,13 +7,12 @@ Imported by the task (``task.py``), by the methods (``methods/``) and by the hea
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from suite.config import BaseConfig, DataLocation, DeviceChoice
-from suite.context import RunContext
-from suite.method import Method, MethodRegistry
+from suite.method import MethodRegistry
 
 VERSION = "3"  # the task's version; also part of a trained checkpoint's cache key
 FBNETS = ("fbnetv3_b", "fbnetv3_d", "fbnetv3_g")  # smallest first
@@ -47,28 +46,3 @@ class PruningConfig(DataLocation, DeviceChoice, BaseConfig):
 
 
 METHODS = MethodRegistry(PruningConfig, package="tasks.pruning.methods")
-
-
-class PruningMethod(Method):
-    """A method of the pruning family. Every method trains ``config.model`` from scratch with the
-    family's recipe (:func:`tasks.pruning.run.run`); what it then does to the trained model is its
-    :meth:`after_training` step."""
-
-    training_phase = "train"  # the name of the from-scratch training's phase in the run's timings
-
-    def run(self, config: PruningConfig, ctx: RunContext) -> dict[str, float]:
-        """Train, apply :meth:`after_training`, and measure accuracy, inference cost and training compute."""
-        from tasks.pruning.run import run
-
-        return run(config, ctx, method=self)
-
-    def after_training(self, model: Any, config: PruningConfig, images: Any,
-                       ctx: RunContext) -> tuple[Any, dict[str, float]]:
-        """The final model made from the trained ``model`` (a torch module; ``images`` the run's
-        :class:`~tasks.pruning.data.Images`), and the metrics of that step. Its training FLOPs go in
-        ``compute/finetune_flops`` (added to ``compute/train_flops_total``)."""
-        raise NotImplementedError
-
-    def extra_epochs(self, config: PruningConfig) -> float:
-        """Training epochs spent after the from-scratch training (reported in ``compute/epochs``)."""
-        return 0.0

@@ -1,12 +1,12 @@
 """One run of the pruning task: train (or load) a model with the full from-scratch budget, let the
 method make the final model of it (the criteria prune it to a target's MACs and fine-tune it
 briefly), then measure accuracy, inference cost and the training compute of the whole path.
-Loaded by :meth:`tasks.pruning.config.PruningMethod.run`."""
+Loaded by :meth:`tasks.pruning.methods.base.PruningMethod.run`."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import timm
 import torch
@@ -15,9 +15,12 @@ from torch import nn
 from suite.context import RunContext
 from suite.device import resolve_device
 from tasks.pruning import checkpoints, flops, models
-from tasks.pruning.config import VERSION, PruningConfig, PruningMethod
+from tasks.pruning.config import VERSION, PruningConfig
 from tasks.pruning.data import Images, load_images
 from tasks.pruning.train import evaluate, steps_for, train
+
+if TYPE_CHECKING:  # the methods call this module: an import at run time would be a cycle
+    from tasks.pruning.methods.base import PruningMethod
 
 
 def run(config: PruningConfig, ctx: RunContext, *, method: PruningMethod) -> dict[str, float]:

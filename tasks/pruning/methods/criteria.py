@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from suite.context import RunContext
-from tasks.pruning.config import FBNETS, METHODS, PruningConfig, PruningMethod
+from tasks.pruning.config import FBNETS, METHODS, PruningConfig
+from tasks.pruning.methods.base import PruningMethod
 
 
 class PrunedConfig(PruningConfig):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from suite.context import RunContext
-from tasks.pruning.config import METHODS, PruningConfig, PruningMethod
+from tasks.pruning.config import METHODS, PruningConfig
+from tasks.pruning.methods.base import PruningMethod
 
 
 class UnprunedConfig(PruningConfig):
