@@ -229,7 +229,7 @@ def test_pruned_run_starts_from_the_unpruned_checkpoint_and_counts_its_training(
     ({"label_smoothing": 1.0}, "label_smoothing"),
     ({"method": "l1"}, "method"),
     ({"macs_tolerance": 0.0}, "macs_tolerance"),
-    # values that used to pass and then fail inside the run (BatchNorm on one example; cifar10's size)
+    # values that would otherwise fail inside the run (BatchNorm on one example; cifar10's size)
     ({"batch_size": 1}, "batch_size"),
     ({"train_subset": 1}, "train_subset"),
     ({"dataset": "cifar10", "resolution": 64}, "cifar10 is 32x32: resolution must be 32"),

@@ -78,8 +78,8 @@ def prune_and_finetune(model: nn.Module, config: PrunedConfig, images: Images, c
 
 def _accuracy_recalibrated(model: nn.Module, images: Images, config: PrunedConfig) -> float:
     """Test accuracy right after pruning, with BatchNorm's statistics re-estimated on a copy (no
-    weight changes): the running statistics of the unpruned model no longer fit the thinner layers'
-    activations, and with them every pruned model of the quick tier scored chance (0.097)."""
+    weight changes): the running statistics of the unpruned model do not fit the thinner layers'
+    activations, and with them a pruned model scores about chance."""
     probe = copy.deepcopy(model)
     recalibrate_batchnorm(probe, images, config, seed=config.seed + 3)
     return evaluate(probe, images, config)["utility/accuracy"]
