@@ -25,10 +25,15 @@ torch.set_num_threads(1)
 TASK = get_task("pruning")
 
 
+def _importance(criterion: str):
+    """A fresh channel score of the method ``criterion`` (its class in tasks/pruning/methods/criteria.py)."""
+    return TASK.method_registry.get(criterion)().importance()
+
+
 def _pruned_b(criterion: str = "magnitude", ratio: float = 0.3, steps: int = 1) -> torch.nn.Module:
     torch.manual_seed(0)
     model = models.build("fbnetv3_b", 10).eval()
-    pruner = make_pruner(model, criterion, ratio=ratio, steps=steps, resolution=32)
+    pruner = make_pruner(model, _importance(criterion), ratio=ratio, steps=steps, resolution=32)
     for _ in range(steps):
         pruner.step()
     return model
@@ -112,7 +117,7 @@ def test_ratio_search_meets_the_target_macs_within_tolerance() -> None:
     ratio, macs = search_ratio(local_macs_at(larger, 32), full, target, tolerance=0.02)
     assert 0 < ratio < 0.5 and abs(macs - target) <= 0.02 * target
     pruned = models.build("fbnetv3_d", 10)
-    make_pruner(pruned, "magnitude", ratio=ratio, steps=1, resolution=32).step()
+    make_pruner(pruned, _importance("magnitude"), ratio=ratio, steps=1, resolution=32).step()
     assert models.macs_and_params(pruned, 32)[0] == macs  # the search's MACs are the real model's
 
 
@@ -123,7 +128,7 @@ def test_global_pruning_meets_the_target_and_cuts_layers_unevenly() -> None:
     larger = models.build("fbnetv3_d", 10).eval()
     target = models.macs_and_params(models.build("fbnetv3_b", 10), 32)[0]
     before = [tuple(p.shape) for p in larger.parameters()]
-    pruned, ratio = prune_globally_to(larger, "magnitude", target, resolution=32, tolerance=0.02)
+    pruned, ratio = prune_globally_to(larger, TASK.method_registry.get("magnitude")().importance, target, resolution=32, tolerance=0.02)
     assert abs(models.macs_and_params(pruned, 32)[0] - target) <= 0.02 * target and 0 < ratio < 1
     assert [tuple(p.shape) for p in larger.parameters()] == before
     kept = {m.out_channels / o.out_channels for m, o in zip(pruned.modules(), larger.modules())
@@ -202,13 +207,12 @@ def test_checkpoint_cache_hits_and_rebuilds_a_truncated_or_mismatched_file(tmp_p
 def test_pruned_run_starts_from_the_unpruned_checkpoint_and_counts_its_training(tmp_path, monkeypatch) -> None:
     """The pruned path's cost is the larger model's full training (read from the cache here, still
     counted) plus the fine-tuning; the unpruned cell of the same model and seed trained it."""
+    from suite import resolve
     from suite.task import RunContext
-    from tasks.pruning.run import run
 
     monkeypatch.setenv("SUITE_CACHE", str(tmp_path))
-    smoke = TASK.tier("quick").smoke
-    unpruned = run(TASK.resolve("quick", {**smoke, "method": "unpruned"}), RunContext(tier="quick"))
-    pruned = run(TASK.resolve("quick", {**smoke, "method": "magnitude"}), RunContext(tier="quick"))
+    unpruned = TASK().run(resolve.smoke(TASK, "unpruned"), RunContext(tier="quick"))
+    pruned = TASK().run(resolve.smoke(TASK, "magnitude"), RunContext(tier="quick"))
     assert unpruned["compute/checkpoint_cached"] == 0 and pruned["compute/checkpoint_cached"] == 1
     assert pruned["utility/accuracy_pretrained"] == unpruned["utility/accuracy"]
     assert pruned["compute/macs_before_pruning"] == unpruned["compute/macs"]
@@ -225,7 +229,7 @@ def test_pruned_run_starts_from_the_unpruned_checkpoint_and_counts_its_training(
     ({"label_smoothing": 1.0}, "label_smoothing"),
     ({"method": "l1"}, "method"),
     ({"macs_tolerance": 0.0}, "macs_tolerance"),
-    # values that used to pass and then fail inside the run (BatchNorm on one example; cifar10's size)
+    # values that would otherwise fail inside the run (BatchNorm on one example; cifar10's size)
     ({"batch_size": 1}, "batch_size"),
     ({"train_subset": 1}, "train_subset"),
     ({"dataset": "cifar10", "resolution": 64}, "cifar10 is 32x32: resolution must be 32"),
@@ -236,11 +240,32 @@ def test_bad_configs_name_what_is_wrong(overrides, message) -> None:
         TASK.resolve("quick", overrides)
 
 
-def test_unpruned_runs_drop_pruning_keys_so_equal_runs_hash_equally() -> None:
-    a = TASK.resolve("quick", {"method": "unpruned", "model": "fbnetv3_b", "target": "fbnetv3_d"})
-    b = TASK.resolve("quick", {"method": "unpruned", "model": "fbnetv3_b", "schedule": "iterative",
-                               "global_pruning": True, "finetune_epochs": 3})
-    assert a == b and a.target is None and a.finetune_epochs is None
+PRUNING_KEYS = {"target", "schedule", "iterative_steps", "global_pruning", "finetune_epochs", "macs_tolerance"}
+
+
+def test_each_method_has_only_the_keys_it_reads() -> None:
+    """The tier's pruning defaults do not reach an unpruned config (equal runs hash equally), and
+    taylor_batches is Taylor's alone."""
+    keys = {name: set(TASK.config_model(name).model_fields) for name in TASK.methods()}
+    assert set(TASK.methods()) == {"unpruned", "magnitude", "taylor", "random"}
+    assert not keys["unpruned"] & (PRUNING_KEYS | {"taylor_batches"})
+    assert all(PRUNING_KEYS <= keys[m] for m in ("magnitude", "taylor", "random"))
+    assert keys["taylor"] - keys["magnitude"] == keys["taylor"] - keys["random"] == {"taylor_batches"}
+    assert set(TASK.resolve("quick", {"method": "unpruned"}).model_dump()) == keys["unpruned"]
+
+
+def test_cli_shows_one_methods_keys_and_refuses_a_key_of_another_method(tmp_path) -> None:
+    from tests.conftest import suite_cli
+
+    shown = suite_cli("show", "pruning", "--set", "method=unpruned", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "keys of method unpruned" in shown.stdout and "epochs: 10" in shown.stdout
+    assert not [k for k in PRUNING_KEYS | {"taylor_batches"} if f"\n{k}:" in shown.stdout]
+    refused = suite_cli("run", "pruning", "--set", "method=unpruned", "--set", "target=fbnetv3_d", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "key 'target' is not a key of method unpruned; methods that have it: magnitude, random, taylor" \
+        in refused.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # nothing ran or was written
 
 
 def test_full_tier_resolves_for_every_grid_cell() -> None:
@@ -261,7 +286,8 @@ def test_quick_tier_has_three_seeds_for_each_headline_cell_and_one_budget() -> N
     from suite.config import expand_grid
 
     cells = [TASK.resolve("quick", values) for values in expand_grid(TASK.tier("quick").grid)]
-    seeds = Counter((c.method, c.model, c.schedule, c.global_pruning) for c in cells)
+    seeds = Counter((c.method, c.model, getattr(c, "schedule", None), getattr(c, "global_pruning", False))
+                    for c in cells)
     for headline in (("unpruned", "fbnetv3_b", None, False), ("unpruned", "fbnetv3_g", None, False),
                      ("magnitude", "fbnetv3_g", "one_shot", False)):
         assert seeds[headline] >= 3

@@ -1,27 +1,25 @@
 """Trained checkpoints on disk, so that each model is trained once per seed and reused across cells.
 
 A checkpoint is keyed by everything that determines it (model, classes, data, epochs, optimizer
-settings, seed, library versions) and written atomically by :func:`suite.cache.atomic_write`.
-A load is checked: the file must unpickle as a tensor dict with exactly the model's keys and
-shapes, else it is rebuilt with a log line. Cells of a parallel sweep that need the same
-checkpoint take a file lock, so one trains and the others wait and read.
+settings, seed, library versions) and built by :func:`suite.cache.build_once`: written
+atomically, and under a file lock, so that of the cells of a parallel sweep that need the same
+checkpoint one trains and the others wait and read. A load is checked: the file must unpickle as
+a tensor dict with exactly the model's keys and shapes, else it is rebuilt with a log line.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import pickle
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from suite.cache import atomic_write, cache_key, cache_root
+from suite.cache import build_once, cache_key, cache_root
 
 log = logging.getLogger(__name__)
 FAMILY = "pruning"
@@ -35,16 +33,16 @@ def cached_training(model: nn.Module, parts: Mapping[str, Any], train: Callable[
                     root: Path | None = None) -> bool:
     """Fill ``model`` with the trained weights for ``parts``: from disk, or by ``train(model)`` and
     storing the result. Returns True when read from disk."""
-    path = checkpoint_path(parts, root=root)
-    with _locked(path):
-        state = load_checked(path, model)
-        if state is not None:
-            model.load_state_dict(state)
-            return True
+
+    def build() -> dict[str, torch.Tensor]:
         train(model)
-        with atomic_write(path) as f:
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, f)
-        return False
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+    built = build_once(checkpoint_path(parts, root=root), load=lambda path: load_checked(path, model), build=build,
+                       save=torch.save)
+    if built.hit:
+        model.load_state_dict(built.value)
+    return built.hit
 
 
 def load_checked(path: Path, model: nn.Module) -> dict[str, torch.Tensor] | None:
@@ -64,13 +62,3 @@ def load_checked(path: Path, model: nn.Module) -> dict[str, torch.Tensor] | None
         log.warning("ignoring unreadable checkpoint %s (%s); retraining", path, exc)
         return None
 
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

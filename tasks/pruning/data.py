@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from suite import data
-from tasks.pruning.task import PruningConfig
+from tasks.pruning.config import PruningConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

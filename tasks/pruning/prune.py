@@ -29,39 +29,28 @@ from tasks.pruning.models import example_input, macs_and_params
 GLOBAL_MAX_RATIO = 0.9
 
 
-def importance(criterion: str) -> tp.importance.Importance:
-    """magnitude: L2 norm over each channel's whole dependency group; taylor: |w * dL/dw| summed over
-    the group (needs gradients); random: the control."""
-    if criterion == "magnitude":
-        return tp.importance.GroupMagnitudeImportance(p=2)
-    if criterion == "taylor":
-        return tp.importance.GroupTaylorImportance()
-    if criterion == "random":
-        return tp.importance.RandomImportance()
-    raise ValueError(f"unknown pruning criterion {criterion!r}: use magnitude, taylor or random")
-
-
-def make_pruner(model: nn.Module, criterion: str, *, ratio: float, steps: int, resolution: int,
-                global_pruning: bool = False) -> tp.pruner.BasePruner:
-    """torch-pruning's pruner over ``model``; its dependency graph keeps SE blocks, depthwise convs and
+def make_pruner(model: nn.Module, importance: tp.importance.Importance, *, ratio: float, steps: int,
+                resolution: int, global_pruning: bool = False) -> tp.pruner.BasePruner:
+    """torch-pruning's pruner over ``model``, scoring channels with ``importance`` (a criterion's,
+    :mod:`tasks.pruning.methods.criteria`); its dependency graph keeps SE blocks, depthwise convs and
     residual additions consistent. The classifier's outputs (the classes) are never pruned."""
     device = next(model.parameters()).device
     return tp.pruner.BasePruner(
-        model, example_input(resolution).to(device), importance=importance(criterion),
+        model, example_input(resolution).to(device), importance=importance,
         pruning_ratio=ratio, iterative_steps=steps, global_pruning=global_pruning,
         max_pruning_ratio=GLOBAL_MAX_RATIO if global_pruning else 1.0,
         ignored_layers=[model.get_classifier()],
     )
 
 
-def pruned_copy(model: nn.Module, criterion: str, ratio: float, resolution: int, *,
+def pruned_copy(model: nn.Module, importance: tp.importance.Importance, ratio: float, resolution: int, *,
                 global_pruning: bool) -> nn.Module:
     """A copy of ``model`` pruned by ``ratio`` in one step (the original is left untouched). The
     copy carries the original's gradients, which Taylor importance reads."""
     clone = copy.deepcopy(model)
     for mine, theirs in zip(clone.parameters(), model.parameters()):
         mine.grad = None if theirs.grad is None else theirs.grad.clone()
-    make_pruner(clone, criterion, ratio=ratio, steps=1, resolution=resolution, global_pruning=global_pruning).step()
+    make_pruner(clone, importance, ratio=ratio, steps=1, resolution=resolution, global_pruning=global_pruning).step()
     clone.zero_grad(set_to_none=True)
     return clone
 
@@ -102,7 +91,8 @@ def local_macs_at(model: nn.Module, resolution: int) -> Callable[[float], float]
     def macs_at(ratio: float) -> float:
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            clone = pruned_copy(model.cpu().eval(), "random", ratio, resolution, global_pruning=False)
+            clone = pruned_copy(model.cpu().eval(), tp.importance.RandomImportance(), ratio, resolution,
+                                global_pruning=False)
         return macs_and_params(clone, resolution)[0]
 
     return macs_at
@@ -125,10 +115,11 @@ def cached_local_ratio(model_name: str, build: Callable[[], nn.Module], target_m
     return float(found.arrays["ratio"]), float(found.arrays["macs"])
 
 
-def prune_globally_to(model: nn.Module, criterion: str, target_macs: float, *, resolution: int,
-                      tolerance: float) -> tuple[nn.Module, float]:
-    """``model`` pruned globally with ``criterion`` to ``target_macs`` within ``tolerance``: the
-    copy that met the target, and its ratio (the fraction of all channels torch-pruning removed).
+def prune_globally_to(model: nn.Module, importance: Callable[[], tp.importance.Importance], target_macs: float, *,
+                      resolution: int, tolerance: float) -> tuple[nn.Module, float]:
+    """``model`` pruned globally to ``target_macs`` within ``tolerance``, each guess scored by a fresh
+    ``importance()``: the copy that met the target, and its ratio (the fraction of all channels
+    torch-pruning removed).
     Random importance draws from torch's generator, so every guess starts from the same state."""
     rng = torch.random.get_rng_state()
     tried: dict[float, nn.Module] = {}
@@ -136,7 +127,7 @@ def prune_globally_to(model: nn.Module, criterion: str, target_macs: float, *, r
     def macs_at(ratio: float) -> float:
         torch.random.set_rng_state(rng)
         tried.clear()  # keep one copy at a time: the search returns its best, which is re-made below
-        tried[ratio] = pruned_copy(model, criterion, ratio, resolution, global_pruning=True)
+        tried[ratio] = pruned_copy(model, importance(), ratio, resolution, global_pruning=True)
         return macs_and_params(tried[ratio], resolution)[0]
 
     try:
@@ -145,8 +136,9 @@ def prune_globally_to(model: nn.Module, criterion: str, target_macs: float, *, r
         # Seen on a 32-image smoke run (Taylor, iterative): at the last step any ratio above zero cut
         # 17% of the MACs at once, the channels tied at the lowest score going together, so no ratio
         # landed within the tolerance.
-        raise RuntimeError(f"global pruning ({criterion}): {exc}; the MACs move in steps when channel scores "
-                           "tie: use local pruning, more taylor_batches, or a wider macs_tolerance") from exc
+        raise RuntimeError(f"global pruning ({type(importance()).__name__}): {exc}; the MACs move in steps when "
+                           "channel scores tie: use local pruning, more taylor_batches, or a wider macs_tolerance"
+                           ) from exc
     if ratio not in tried:
         macs_at(ratio)
     return tried[ratio], ratio

@@ -1,39 +1,42 @@
-"""One run of the pruning task: train (or load) a model with the full from-scratch budget, optionally
-prune it to a target's MACs and fine-tune it briefly, then measure accuracy, inference cost and the
-training compute of the whole path. Loaded by ``PruningTask.run``."""
+"""One run of the pruning task: train (or load) a model with the full from-scratch budget, let the
+method make the final model of it (the criteria prune it to a target's MACs and fine-tune it
+briefly), then measure accuracy, inference cost and the training compute of the whole path.
+Loaded by :meth:`tasks.pruning.methods.base.PruningMethod.run`."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import timm
 import torch
 from torch import nn
 
-from suite.task import RunContext
+from suite.context import RunContext
+from suite.device import resolve_device
 from tasks.pruning import checkpoints, flops, models
+from tasks.pruning.config import VERSION, PruningConfig
 from tasks.pruning.data import Images, load_images
-from tasks.pruning.finetune import prune_and_finetune
-from tasks.pruning.task import PruningConfig, PruningTask
-from tasks.pruning.train import device_of, evaluate, steps_for, train
+from tasks.pruning.train import evaluate, steps_for, train
+
+if TYPE_CHECKING:  # the methods call this module: an import at run time would be a cycle
+    from tasks.pruning.methods.base import PruningMethod
 
 
-def run(config: PruningConfig, ctx: RunContext) -> dict[str, float]:
+def run(config: PruningConfig, ctx: RunContext, *, method: PruningMethod) -> dict[str, float]:
+    """The metrics of ``config``: ``config.model`` trained, then ``method.after_training``, then measured."""
     with ctx.phase("setup"):
         torch.manual_seed(config.seed)
         images = load_images(config)
         model = models.build(config.model, images.n_classes, pretrained=config.pretrained)
     steps = steps_for(config.epochs, images, config.batch_size)
-    with ctx.phase("train" if config.method == "unpruned" else "pretrain"):
+    with ctx.phase(method.training_phase):
         cached = trained(model, config, images, steps=steps, ctx=ctx)
     metrics = {"compute/train_flops_total": training_flops(model, config, steps=steps)}
-    epochs = float(config.epochs)
-    if config.method != "unpruned":
-        model, pruned = prune_and_finetune(model, config, images, ctx)
-        metrics.update(pruned)
-        metrics["compute/train_flops_total"] += pruned["compute/finetune_flops"]
-        epochs += config.finetune_epochs
+    model, after = method.after_training(model, config, images, ctx)
+    metrics.update(after)
+    metrics["compute/train_flops_total"] += after.get("compute/finetune_flops", 0.0)
+    epochs = float(config.epochs) + method.extra_epochs(config)
     with ctx.phase("eval"):
         metrics.update(evaluate(model, images, config, ctx=ctx))
         metrics.update(models.cost(model, config.resolution))
@@ -50,10 +53,10 @@ def checkpoint_parts(config: PruningConfig, images: Images, *, steps: int) -> di
     cells that start from it share one checkpoint."""
     recipe = ("batch_size", "optimizer", "lr", "warmup_epochs", "weight_decay", "label_smoothing", "random_shift",
               "bn_recalibration_batches", "pretrained", "channels_last")
-    return {"what": "trained", "task_version": PruningTask.version, "model": config.model, "steps": steps,
+    return {"what": "trained", "task_version": VERSION, "model": config.model, "steps": steps,
             "seed": config.seed, "n_classes": images.n_classes, "resolution": config.resolution,
             **{key: getattr(config, key) for key in recipe},
-            "device": device_of(config).type, "torch": torch.__version__, "timm": timm.__version__,
+            "device": resolve_device(config.device).type, "torch": torch.__version__, "timm": timm.__version__,
             **{f"data_{k}": v for k, v in images.fingerprint.items()}}
 
 

@@ -14,16 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from suite.context import RunContext
+from suite.device import resolve_device
 from suite.examples import ExampleDigest
-from suite.task import RunContext
+from tasks.pruning.config import PruningConfig
 from tasks.pruning.data import Batch, Images
-from tasks.pruning.task import PruningConfig
-
-
-def device_of(config: PruningConfig) -> torch.device:
-    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def steps_per_epoch(images: Images, batch_size: int) -> int:
@@ -76,7 +71,7 @@ class Trainer:
                  report: Callable[[int, int], None] = lambda done, total: None):
         self.config, self.total, self.start, self.report = config, total_steps, start, report
         self.warmup = min(total_steps - 1, round(config.warmup_epochs * steps_per_epoch(images, config.batch_size)))
-        self.device = device_of(config)
+        self.device = resolve_device(config.device)
         self.stream = batch_stream(images, config.batch_size, seed=seed)
         self.augment = torch.Generator().manual_seed(seed + 11)
         self.step = start
@@ -139,7 +134,7 @@ def recalibrate_batchnorm(model: nn.Module, images: Images, config: PruningConfi
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms or config.bn_recalibration_batches == 0:
         return
-    device = device_of(config)
+    device = resolve_device(config.device)
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
@@ -158,7 +153,7 @@ def recalibrate_batchnorm(model: nn.Module, images: Images, config: PruningConfi
 def evaluate(model: nn.Module, images: Images, config: PruningConfig, *,
              ctx: RunContext | None = None) -> dict[str, float]:
     """Test accuracy and loss; with ``ctx``, each test example's prediction is recorded (public test data)."""
-    device = device_of(config)
+    device = resolve_device(config.device)
     model.to(device).eval()
     correct = loss = n = 0.0
     predicted, target, seen = [], [], ExampleDigest()
@@ -182,7 +177,7 @@ def accumulate_gradients(model: nn.Module, images: Images, config: PruningConfig
                          seed: int) -> None:
     """Sum of the loss gradients over ``batches`` training minibatches in ``.grad`` (for Taylor
     importance). Eval mode, so that BatchNorm's running statistics stay as trained."""
-    device = device_of(config)
+    device = resolve_device(config.device)
     model.to(device).eval()
     model.zero_grad(set_to_none=True)
     stream = batch_stream(images, config.batch_size, seed=seed)
