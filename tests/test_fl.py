@@ -168,7 +168,7 @@ def test_dp_epsilon_is_the_accountants_for_the_runs_noise_rate_and_rounds(given:
 
     config = fl_config(method="dp", delta=1e-3, clip_norm=0.5, num_clients=20, clients_per_round=10, rounds=30, **given)
     sigma = method_of(config).noise_multiplier(config)
-    logged = method_of(config).privacy_metrics(config, sigma)
+    logged = method_of(config).privacy_metrics(config, noise_multiplier=sigma)
     assert logged["privacy/sample_rate"] == 0.5 and logged["privacy/steps"] == 30
     for accountant in ("rdp", "prv", "pld"):  # the same Poisson-subsampled Gaussian under each accountant
         assert logged[f"privacy/epsilon_{accountant}"] == dpsgd_epsilon(

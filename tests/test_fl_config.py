@@ -113,3 +113,19 @@ def test_examples_weighting_widens_the_field() -> None:
     with pytest.raises(ValidationError, match="4-bit field overflows: 10 clients x 64"):
         sq(**narrow, field_bits=4, weighting="examples", max_weight=64)
     assert sq(**narrow, field_bits=10, weighting="examples", max_weight=64)  # 10 x 64 < 1024
+
+
+def test_show_lists_only_the_methods_keys_and_refuses_another_methods(tmp_path) -> None:
+    dp = suite_cli("show", "fl", "--set=method=dp", cwd=tmp_path, timeout=120)
+    assert dp.returncode == 0, dp.stderr[-2000:]
+    assert "clip_norm" in dp.stdout and "num_shares" not in dp.stdout and "weighting" not in dp.stdout
+    refused = suite_cli("show", "fl", "--set=method=dp", "--set=bits=1", cwd=tmp_path, timeout=120)
+    assert refused.returncode == 2
+    assert "key 'bits' is not a key of method dp; methods that have it: secagg_prune, secagg_sq" in refused.stderr
+    deploy = suite_cli("deploy", "fl", "--smoke", "--set=method=fedavg", "--set=range=0.1", cwd=tmp_path, timeout=120)
+    assert deploy.returncode == 2 and "methods that have it: secagg_pq, secagg_prune, secagg_sq" in deploy.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing started or written
+
+
+def test_the_ray_head_gets_the_configs_cpus() -> None:
+    assert FLTask().ray_cpus(FLTask.resolve("quick", {"method": "fedavg", "ray_cpus": 3, "client_cpus": 1.5})) == 3

@@ -105,7 +105,7 @@ class FLMethod(Method):
         """The ServerApp's fit workflow (None: Flower's default fit round)."""
         return None
 
-    def wrap_strategy(self, config: Any, strategy: Any, noise_multiplier: float | None) -> Any:
+    def wrap_strategy(self, config: Any, strategy: Any, *, noise_multiplier: float | None) -> Any:
         """The strategy the server runs, around the seeded FedAvg ``strategy``."""
         return strategy
 
@@ -121,7 +121,7 @@ class FLMethod(Method):
         """The Gaussian noise multiplier of the aggregate; None without noise."""
         return None
 
-    def privacy_metrics(self, config: Any, noise_multiplier: float | None) -> dict[str, float]:
+    def privacy_metrics(self, config: Any, *, noise_multiplier: float | None) -> dict[str, float]:
         """The run's privacy metrics from the noise it ran with (none without noise)."""
         return {}
 

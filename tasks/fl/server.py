@@ -75,7 +75,7 @@ def server_app(spec: ServerSpec, record: ServerRecord) -> ServerApp:
                             fraction_evaluate=0.0, min_evaluate_clients=0,
                             initial_parameters=ndarrays_to_parameters(spec.initial), evaluate_fn=central_eval,
                             on_fit_config_fn=fit_config)
-    top = method.wrap_strategy(config, strategy, spec.noise_multiplier)
+    top = method.wrap_strategy(config, strategy, noise_multiplier=spec.noise_multiplier)
     record.workflow, record.strategy = method.fit_workflow(config, plan, strategy), strategy
     app = ServerApp()
 

@@ -24,8 +24,9 @@ class FLTask(Task):
     Config = FLConfig
     method_registry = METHODS  # tasks/fl/methods/: each method's config, client mods, workflow and strategy
     # Imported once by a sweep's fork server, so that no cell pays for them again.
-    preload = ("tasks.fl.train", "tasks.fl.apps", "tasks.fl.server", "tasks.fl.data", "flwr.simulation", "ray", "datasets",
-               "flwr_datasets.partitioner", "sklearn.datasets", "sklearn.model_selection")
+    preload = ("tasks.fl.train", "tasks.fl.apps", "tasks.fl.server", "tasks.fl.secure", "tasks.fl.data",
+               "flwr.simulation", "ray", "datasets", "flwr_datasets.partitioner", "sklearn.datasets",
+               "sklearn.model_selection")
     pareto = (("bandwidth/uplink_bytes", "utility/accuracy"), ("bandwidth/compression", "utility/accuracy"))
     claims = CLAIMS  # the paper's claims, judged by `suite claims` (tasks/fl/claims.py)
     metrics = {

@@ -94,7 +94,7 @@ def run_federated(config: FLConfig, ctx: RunContext) -> dict[str, float]:
         ctx.log_step(rnd, step)
     bandwidth = uplink_summary(record.meter.bytes.values(), config.rounds)
     uplink = bandwidth["bandwidth/uplink_bytes"]
-    privacy = method.privacy_metrics(config, sigma)
+    privacy = method.privacy_metrics(config, noise_multiplier=sigma)
     return {
         **privacy,
         **bandwidth,

@@ -74,7 +74,7 @@ class DP(FLMethod):
 
         return dp_fit_workflow(strategy)
 
-    def wrap_strategy(self, config: DPConfig, strategy: Any, noise_multiplier: float | None) -> Any:
+    def wrap_strategy(self, config: DPConfig, strategy: Any, *, noise_multiplier: float | None) -> Any:
         from tasks.fl.strategy import SeededDpClipping
 
         return SeededDpClipping(strategy, seed=config.seed, noise_multiplier=noise_multiplier,
@@ -91,7 +91,7 @@ class DP(FLMethod):
                                           sample_rate=config.clients_per_round / config.num_clients,
                                           steps=config.rounds, accountant="rdp"))
 
-    def privacy_metrics(self, config: DPConfig, noise_multiplier: float | None) -> dict[str, float]:
+    def privacy_metrics(self, config: DPConfig, *, noise_multiplier: float | None) -> dict[str, float]:
         """Client-level epsilon of the run's Gaussian mechanism, from its actual parameters, under
         the RDP, PRV and PLD accountants; ``privacy/epsilon`` is RDP's (the one the noise is calibrated with).
 
