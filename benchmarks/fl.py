@@ -28,9 +28,10 @@ _NOT_SETTING = {"seed"}
 
 
 def _method_keys() -> set[str]:
-    from tasks.fl.config import METHOD_KEYS
+    """The keys fedavg lacks: a method's own, which its fedavg baseline need not match."""
+    from tasks.fl.config import METHODS
 
-    return {k for keys in METHOD_KEYS.values() for k in keys} | {"max_weight"}
+    return {k for k, methods in METHODS.holders().items() if "fedavg" not in methods}
 
 
 def varying_keys(rows: Iterable[Row]) -> list[str]:

@@ -6,6 +6,7 @@
     suite sweep [dpsgd ...] [--tier quick] [--jobs 2] [--ray-address 127.0.0.1:6379]
     suite leaderboard [--out site]
     suite claims [dpsgd ...] [--tier quick]
+    suite deploy fl [--smoke] --set method=secagg_sq [--workdir DIR]
 
 Exit status: 0 when all went well, 1 when a run failed, 2 for bad input (nothing is run
 or written), 130 when interrupted. ``python -m cli ...`` is the same command without the
@@ -84,6 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("tasks", nargs="*", help="task names (default: all)")
     p.add_argument("--tier", default="quick")
     p.set_defaults(handler=_cmd_claims)
+
+    p = sub.add_parser("deploy", help="run one config on Flower's Deployment Engine (SuperLink + SuperNodes on "
+                                      "127.0.0.1) and print its metrics")
+    p.add_argument("task", choices=["fl"], help="a task with a Flower app (fl)")
+    p.add_argument("--tier", default="quick")
+    p.add_argument("--smoke", action="store_true", help="apply the tier's smoke keys")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--workdir", default=None, help="keep logs and results here (default: a temporary directory)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds (default: the tier's timeout_s)")
+    p.set_defaults(handler=_cmd_deploy)
     return parser
 
 
@@ -243,3 +254,26 @@ def _stdout():  # noqa: ANN202 - a rich Console
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    """One SuperNode per client; nothing is logged to MLflow (a check of the apps, not a benchmark run)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from runners.flower_deploy import Federation
+    from suite import resolve
+    from suite.config import parse_overrides
+    from suite.task import get_task
+    from tasks.fl.deployed import deployed_metrics, run_deployed
+
+    task = get_task(args.task)
+    tier = task.tier(args.tier)
+    config = resolve.build(task, [resolve.lenient(tier.defaults), resolve.lenient(tier.smoke if args.smoke else {}),
+                                  resolve.strict(parse_overrides(args.overrides))])
+    with tempfile.TemporaryDirectory(prefix="suite-deploy-") as tmp:
+        with Federation(config.num_clients, Path(args.workdir or tmp)) as federation:
+            result = run_deployed(federation, config, timeout=args.timeout or tier.timeout_s)
+    print(json.dumps({**deployed_metrics(result), "wall_s": result["wall_s"]}, indent=1))
+    return EXIT_OK

@@ -86,7 +86,7 @@ def federate(config: Any, client_apps: dict[int, Any], *, initial: list[np.ndarr
     """
     from flwr.app import Context, RecordDict
 
-    from tasks.fl.server import ServerRecord, server_app
+    from tasks.fl.server import ServerRecord, ServerSpec, server_app
 
     node_ids = node_ids or random_node_ids(len(client_apps))
     partition_of = dict(zip(node_ids, sorted(client_apps), strict=True))
@@ -99,8 +99,7 @@ def federate(config: Any, client_apps: dict[int, Any], *, initial: list[np.ndarr
         return evaluate_fn(weights) if evaluate_fn is not None else (0.0, 0.0)
 
     record = ServerRecord()
-    app = server_app(config, initial=initial, evaluate_fn=evaluate, plan=plan, record=record,
-                     noise_multiplier=noise_multiplier)
+    app = server_app(ServerSpec(config, initial, evaluate, plan=plan, noise_multiplier=noise_multiplier), record)
     app(grid=grid, context=Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
     return record, grid, evaluated
 

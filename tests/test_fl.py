@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from tasks.fl.codecs import (
     OverflowConfigError, RandomMaskPruner, ScalarQuantizer, SecureIndexer, check_field, field_bits, pack,
     pq_codebook, stochastic_quantize, unpack)
-from tasks.fl.task import FLConfig, FLTask
+from tasks.fl.task import FLTask
 from tests.fl_loopback import federate, fixed_clients, server_process  # noqa: F401 - server_process is a fixture
 
 
@@ -130,36 +130,45 @@ def test_pruning_mask_is_shared_and_seeded_by_the_server() -> None:
 # -- configs -----------------------------------------------------------------------------------
 
 
+def fl_config(**values):  # type: ignore[no-untyped-def]
+    """The config of ``values["method"]`` (its own class: a key of another method is refused)."""
+    return FLTask.config_model(values["method"])(**values)
+
+
 def test_a_field_that_would_overflow_is_rejected_with_the_reason() -> None:
     with pytest.raises(ValidationError, match="6-bit field overflows: 10 clients x 15"):
-        FLConfig(method="secagg_sq", bits=4, clients_per_round=10, field_bits=6)
-    assert FLConfig(method="secagg_sq", bits=4, clients_per_round=10, field_bits=8).field_bits == 8
+        fl_config(method="secagg_sq", bits=4, clients_per_round=10, field_bits=6)
+    assert fl_config(method="secagg_sq", bits=4, clients_per_round=10, field_bits=8).field_bits == 8
 
 
-def test_keys_a_method_does_not_use_are_reset() -> None:
-    a = FLConfig(method="fedavg", bits=1, keep=0.5)
-    assert (a.bits, a.keep, a.range) == (None, None, None)
-    assert FLConfig(method="secagg_sq", keep=0.5).keep is None
+def test_a_method_has_only_its_own_keys() -> None:
+    with pytest.raises(ValidationError, match="keep"):
+        fl_config(method="secagg_sq", keep=0.5)
+    with pytest.raises(ValidationError, match="epsilon"):
+        fl_config(method="fedavg", epsilon=2.0)
+    assert "weighting" not in FLTask.config_model("dp").model_fields  # dp's clients weigh 1 each
+    assert set(FLTask.config_model("fedavg").model_fields) < set(FLTask.config_model("secagg").model_fields)
 
 
 def test_dp_needs_delta_clip_and_exactly_one_of_epsilon_and_noise() -> None:
     with pytest.raises(ValidationError, match="either a target epsilon .* or a noise_multiplier, not both"):
-        FLConfig(method="dp", epsilon=2.0, noise_multiplier=1.0, delta=1e-3, clip_norm=0.5)
+        fl_config(method="dp", epsilon=2.0, noise_multiplier=1.0, delta=1e-3, clip_norm=0.5)
     with pytest.raises(ValidationError, match="either a target epsilon"):
-        FLConfig(method="dp", delta=1e-3, clip_norm=0.5)
-    with pytest.raises(ValidationError, match="dp needs delta"):
-        FLConfig(method="dp", epsilon=2.0, clip_norm=0.5)
-    assert FLConfig(method="fedavg", epsilon=2.0, delta=1e-3, clip_norm=0.5).epsilon is None
+        fl_config(method="dp", delta=1e-3, clip_norm=0.5)
+    with pytest.raises(ValidationError, match="delta\n  Field required"):
+        fl_config(method="dp", epsilon=2.0, clip_norm=0.5)
+    with pytest.raises(ValidationError, match="clip_norm\n  Field required"):
+        fl_config(method="dp", epsilon=2.0, delta=1e-3)
 
 
 @pytest.mark.parametrize("given", [{"epsilon": 4.0}, {"noise_multiplier": 1.3}], ids=["target", "noise"])
 def test_dp_epsilon_is_the_accountants_for_the_runs_noise_rate_and_rounds(given: dict) -> None:
     from suite.privacy import dpsgd_epsilon
-    from tasks.fl.train import dp_metrics, dp_noise
+    from tasks.fl.config import method_of
 
-    config = FLConfig(method="dp", delta=1e-3, clip_norm=0.5, num_clients=20, clients_per_round=10, rounds=30, **given)
-    sigma = dp_noise(config)
-    logged = dp_metrics(config, sigma)
+    config = fl_config(method="dp", delta=1e-3, clip_norm=0.5, num_clients=20, clients_per_round=10, rounds=30, **given)
+    sigma = method_of(config).noise_multiplier(config)
+    logged = method_of(config).privacy_metrics(config, noise_multiplier=sigma)
     assert logged["privacy/sample_rate"] == 0.5 and logged["privacy/steps"] == 30
     for accountant in ("rdp", "prv", "pld"):  # the same Poisson-subsampled Gaussian under each accountant
         assert logged[f"privacy/epsilon_{accountant}"] == dpsgd_epsilon(
@@ -248,9 +257,10 @@ def secagg_round(method_kw: dict, dropped: set[int], weights: dict[int, int] | N
     weights = weights or dict.fromkeys(updates, 1)
     cap = max(weights.values())
     kw = {k: v for k, v in method_kw.items() if k != "codec_kind"}
-    config = FLConfig(method="secagg_" + method_kw["codec_kind"], seed=3, num_clients=N_CLIENTS,
-                      clients_per_round=N_CLIENTS, rounds=1, num_shares=1.0, threshold=float(THRESHOLD),
-                      weighting="uniform" if cap == 1 else "examples", max_weight=cap, **kw)
+    weighting = {"weighting": "uniform"} if cap == 1 else {"weighting": "examples", "max_weight": cap}
+    config = fl_config(method="secagg_" + method_kw["codec_kind"], seed=3, num_clients=N_CLIENTS,
+                       clients_per_round=N_CLIENTS, rounds=1, num_shares=1.0, threshold=float(THRESHOLD),
+                       **weighting, **kw)
     plan = RoundPlan(seed=3, dim=dim, clients_per_round=N_CLIENTS, pq_warmup=0, max_weight=cap, **method_kw)
     plan.record_aggregate(0, rng.normal(0, 0.03, dim).astype(np.float32))  # what a pq codebook is learned from
     clients = fixed_clients(updates, weights, dropped, [compressed_secaggplus_mod])

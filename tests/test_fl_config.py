@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.fl.rules import SecAggSizes, check_secagg, secagg_sizes
-from tasks.fl.task import FLConfig
+from tasks.fl.task import FLTask
 from tests.conftest import suite_cli
 from tests.fl_loopback import federate, fixed_clients, server_process  # noqa: F401 - a fixture
 
@@ -27,7 +27,7 @@ def _flower_round(num_shares: float, threshold: float, clients: int) -> bool:
     from flwr.client.mod import secaggplus_mod
 
     # Unvalidated on purpose: the point is what Flower does with values the config would refuse.
-    config = FLConfig.model_construct(method="secagg", seed=0, num_clients=clients, clients_per_round=clients,
+    config = FLTask.config_model("secagg").model_construct(method="secagg", seed=0, num_clients=clients, clients_per_round=clients,
                                       rounds=1, num_shares=float(num_shares), threshold=float(threshold))
     updates = {p: np.full(8, 0.01 * (p + 1), dtype=np.float32) for p in range(clients)}
     try:
@@ -65,9 +65,11 @@ def test_secagg_sizes_follow_flowers_setup_stage() -> None:
     (["num_shares=2"], "num_shares: a count must be at least 3"),
     (["num_shares=4"], "num_shares: an even count below clients_per_round"),
     (["threshold=7"], "threshold: 7.0 asks for 7 shares"),
-    (["method=dp", "weighting=examples"], "weighting: method dp supports only uniform"),
+    (["method=dp", "weighting=examples"], "key 'weighting' is not a key of method dp; methods that have it: "),
+    (["method=fedavg", "keep=0.5"], "key 'keep' is not a key of method fedavg; methods that have it: secagg_prune"),
+    (["weighting=examples"], "max_weight: weighting examples needs a cap"),
     (["client_cpus=3"], "client_cpus: each simulated client asks Ray for 3.0 CPUs"),
-], ids=["shares-2", "shares-even", "threshold", "dp-weighting", "cpus"])
+], ids=["shares-2", "shares-even", "threshold", "dp-weighting", "fedavg-keep", "examples-cap", "cpus"])
 def test_the_cli_refuses_before_anything_runs(tmp_path, overrides: list[str], key: str) -> None:
     done = suite_cli("run", "fl", *(f"--set={o}" for o in overrides), cwd=tmp_path, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
@@ -88,21 +90,42 @@ def test_the_cli_refuses_before_anything_runs(tmp_path, overrides: list[str], ke
 ], ids=["threshold-fraction", "dp-epsilon", "hidden", "digits-clients", "lr-inf", "secagg-overflow", "gpus",
         "dp-no-noise"])
 def test_values_that_would_fail_in_a_run_are_refused(values: dict, message: str) -> None:
-    base = {"method": "secagg_sq", "delta": 1e-3, "clip_norm": 0.5, "epsilon": 8.0, "device": "cpu"}
+    method = values.get("method", "secagg_sq")
+    base = {"delta": 1e-3, "clip_norm": 0.5, "epsilon": 8.0} if method == "dp" else {}
     with pytest.raises(ValidationError, match=message):
-        FLConfig(**{**base, **values})
+        FLTask.config_model(method)(**{"device": "cpu", **base, **values})
 
 
-def test_keys_a_method_or_weighting_does_not_use_are_null() -> None:
-    fedavg = FLConfig(method="fedavg", num_shares=3, threshold=2, weighting="uniform", max_weight=64)
-    assert (fedavg.num_shares, fedavg.threshold, fedavg.max_weight) == (None, None, None)
-    assert FLConfig(method="fedavg", weighting="examples", max_weight=64).max_weight == 64
-    assert FLConfig(method="secagg", num_shares=3, threshold=2).num_shares == 3
+def test_max_weight_goes_with_examples_weighting_only() -> None:
+    fedavg = FLTask.config_model("fedavg")
+    assert fedavg(weighting="examples", max_weight=64).client_weight_cap() == 64
+    assert fedavg(weighting="uniform").client_weight_cap() == 1
+    with pytest.raises(ValidationError, match="max_weight: only with weighting examples"):
+        fedavg(weighting="uniform", max_weight=64)
+    with pytest.raises(ValidationError, match="max_weight: weighting examples needs a cap"):
+        fedavg(weighting="examples")
 
 
 def test_examples_weighting_widens_the_field() -> None:
-    narrow = {"method": "secagg_sq", "bits": 1, "clients_per_round": 10}
-    assert FLConfig(**narrow, field_bits=4)  # 10 x 1 < 16
+    sq = FLTask.config_model("secagg_sq")
+    narrow = {"bits": 1, "clients_per_round": 10}
+    assert sq(**narrow, field_bits=4)  # 10 x 1 < 16
     with pytest.raises(ValidationError, match="4-bit field overflows: 10 clients x 64"):
-        FLConfig(**narrow, field_bits=4, weighting="examples", max_weight=64)
-    assert FLConfig(**narrow, field_bits=10, weighting="examples", max_weight=64)  # 10 x 64 < 1024
+        sq(**narrow, field_bits=4, weighting="examples", max_weight=64)
+    assert sq(**narrow, field_bits=10, weighting="examples", max_weight=64)  # 10 x 64 < 1024
+
+
+def test_show_lists_only_the_methods_keys_and_refuses_another_methods(tmp_path) -> None:
+    dp = suite_cli("show", "fl", "--set=method=dp", cwd=tmp_path, timeout=120)
+    assert dp.returncode == 0, dp.stderr[-2000:]
+    assert "clip_norm" in dp.stdout and "num_shares" not in dp.stdout and "weighting" not in dp.stdout
+    refused = suite_cli("show", "fl", "--set=method=dp", "--set=bits=1", cwd=tmp_path, timeout=120)
+    assert refused.returncode == 2
+    assert "key 'bits' is not a key of method dp; methods that have it: secagg_prune, secagg_sq" in refused.stderr
+    deploy = suite_cli("deploy", "fl", "--smoke", "--set=method=fedavg", "--set=range=0.1", cwd=tmp_path, timeout=120)
+    assert deploy.returncode == 2 and "methods that have it: secagg_pq, secagg_prune, secagg_sq" in deploy.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing started or written
+
+
+def test_the_ray_head_gets_the_configs_cpus() -> None:
+    assert FLTask().ray_cpus(FLTask.resolve("quick", {"method": "fedavg", "ray_cpus": 3, "client_cpus": 1.5})) == 3

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
-from tasks.fl.deploy import DeploymentError, Federation, check_port_free, deployed_metrics
+from runners.flower_deploy import DeploymentError, Federation, check_port_free
 from tasks.fl.deploy_app import _partition, run_config
+from tasks.fl.deployed import deployed_metrics, run_deployed
 from tasks.fl.task import FLTask
 
 
@@ -117,21 +118,21 @@ def test_a_secagg_sq_round_through_a_superlink_and_supernodes(tmp_path: Path) ->
     import torch
 
     from tasks.fl.apps import build_model, get_weights
+    from tasks.fl.config import method_of
     from tasks.fl.rounds import flatten
-    from tasks.fl.train import round_plan
 
     config = _config()
     with Federation(N_NODES, tmp_path) as federation:
-        result = federation.run(config, timeout=600)
+        result = run_deployed(federation, config, timeout=600)
         node_ids = dict(federation.node_ids)
         started = _descendants(federation)
         # a round SecAgg+ cannot finish (clients drop after the key exchange) fails the run with the reason
         with pytest.raises(DeploymentError, match="the ServerApp failed: SecAggAbort: secure aggregation aborted"):
-            federation.run(config.model_copy(update={"dropout": 0.99}), timeout=600)
+            run_deployed(federation, config.model_copy(update={"dropout": 0.99}), timeout=600)
         # a SuperNode that dies is reported with its log
         federation._procs["supernode-1"].kill()
         with pytest.raises(DeploymentError, match=r"supernode-1 exited with status -9; the tail of .*supernode-1\.log"):
-            federation.run(config, timeout=300)
+            run_deployed(federation, config, timeout=300)
     assert started and all(_gone(p) for p in started), "processes left running after the federation closed"
 
     assert result["error"] is None
@@ -144,7 +145,7 @@ def test_a_secagg_sq_round_through_a_superlink_and_supernodes(tmp_path: Path) ->
     assert set(arrays["last_survivors"].tolist()) == set(node_ids.values())
 
     # the unmasked sum is the plaintext sum of the three clients' encodings, bit for bit
-    plan = round_plan(config, weights)
+    plan = method_of(config).round_plan(config, weights)
     codec = plan.codec(1)
     updates = _local_updates(config, initial, {"round": 1, **plan.fit_config(1)})
     # each client seeds its stochastic rounding with (seed, round, partition) and appends its weight (1)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tasks.fl.strategy import sample_partitions
-from tasks.fl.task import FLConfig, FLTask
+from tasks.fl.task import FLTask
 from tests.fl_loopback import federate, fixed_clients, random_node_ids, server_process  # noqa: F401 - a fixture
 
 
@@ -19,8 +19,8 @@ def _real_run(node_seed: int, **overrides):  # type: ignore[no-untyped-def]
     import torch
 
     from tasks.fl.apps import ClientSpec, build_model, client_app, get_weights
+    from tasks.fl.config import method_of
     from tasks.fl.data import load
-    from tasks.fl.train import dp_noise, round_plan
 
     smoke = FLTask.tier("quick").smoke
     config = FLTask.resolve("quick", {**smoke, "num_clients": 4, "clients_per_round": 3, "rounds": 3, **overrides})
@@ -29,15 +29,16 @@ def _real_run(node_seed: int, **overrides):  # type: ignore[no-untyped-def]
     initial = get_weights(build_model(config.dataset, tuple(config.hidden)))
     spec = ClientSpec(config.dataset, tuple(config.hidden), partitions, config.local_epochs, config.batch_size,
                       config.lr, config.seed, "cpu", weight_cap=config.client_weight_cap())
-    app = client_app(spec, config.method, config.dropout)
+    method = method_of(config)
+    app = client_app(spec, method.client_mods(config), config.dropout)
     record, _, evaluated = federate(config, dict.fromkeys(range(config.num_clients), app), initial=initial,
-                                    plan=round_plan(config, initial), noise_multiplier=dp_noise(config),
+                                    plan=method.round_plan(config, initial), noise_multiplier=method.noise_multiplier(config),
                                     node_ids=random_node_ids(config.num_clients, node_seed))
     assert record.error is None
     return record, evaluated
 
 
-RERUNS = [{"method": "fedavg"}, {"method": "fedavg", "weighting": "examples"}, {"method": "secagg"},
+RERUNS = [{"method": "fedavg"}, {"method": "fedavg", "weighting": "examples", "max_weight": 256}, {"method": "secagg"},
           {"method": "secagg_sq", "bits": 2, "dropout": 0.3}, {"method": "secagg_pq"},
           {"method": "dp", "epsilon": None, "noise_multiplier": 0.5}]
 
@@ -89,7 +90,7 @@ def test_dp_noise_matches_the_fixed_denominator_sensitivity_in_every_round_an_em
     plus Gaussian noise of std noise_multiplier * clip_norm / clients_per_round, in every round."""
     rounds, dim, clip, sigma = 6, 4000, 0.5, 0.8
     seed = _seed_with_an_empty_round(rounds)
-    config = FLConfig(method="dp", seed=seed, num_clients=5, clients_per_round=2, rounds=rounds, noise_multiplier=sigma,
+    config = FLTask.config_model("dp")(method="dp", seed=seed, num_clients=5, clients_per_round=2, rounds=rounds, noise_multiplier=sigma,
                       clip_norm=clip, delta=1e-3)
     rng = np.random.default_rng(1)
     updates = {p: (v * 2 * clip / np.linalg.norm(v)).astype(np.float32)  # twice the clip norm: clipped to it

@@ -1,8 +1,9 @@
 """The model and the Flower ClientApp: local SGD plus the method's mods.
 
 Everything federated is Flower's: the Simulation Engine runs the apps, the mods run the
-secure-aggregation protocol. This module only says what a client trains, what weight it
-reports and how each method's mods wrap it; the ServerApp is in :mod:`tasks.fl.server`.
+secure-aggregation protocol. This module only says what a client trains and what weight it
+reports; each method names its mods (:mod:`tasks.fl.methods`), the ServerApp is in
+:mod:`tasks.fl.server`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ import torch
 from flwr.app import Context, Message
 from flwr.app.message_type import MessageType
 from flwr.client import Client, NumPyClient
-from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from torch import nn
 
-from tasks.fl.secure import compressed_secaggplus_mod
 from tasks.fl.strategy import PARTITION_KEY, partition_id
 
 
@@ -157,11 +156,12 @@ def seeded_numpy_mod(seed: int) -> Mod:
     return mod
 
 
-def client_app(spec: ClientSpec, method: str, dropout: float) -> ClientApp:
+def client_app(spec: ClientSpec, mods: list[Mod], dropout: float) -> ClientApp:
+    """The ClientApp: local SGD inside the method's ``mods`` (:meth:`tasks.fl.config.FLMethod.client_mods`),
+    with the dropout mod innermost."""
+
     def client_fn(context: Context) -> Client:
         torch.set_num_threads(1)
         return _Trainer(spec, partition_id(context)).to_client()
 
-    secure = {"fedavg": [], "dp": [], "secagg": [seeded_numpy_mod(spec.seed), secaggplus_mod]}.get(
-        method, [compressed_secaggplus_mod])
-    return ClientApp(client_fn=client_fn, mods=[*secure, dropout_mod(dropout, spec.seed)])
+    return ClientApp(client_fn=client_fn, mods=[*mods, dropout_mod(dropout, spec.seed)])

@@ -2,7 +2,8 @@
 
 ``flwr run tasks/fl/flower_app <connection>`` ships ``tasks/fl/flower_app/pyproject.toml``,
 whose components are :data:`serverapp` and :data:`clientapp` below. Both resolve the run's
-:class:`~tasks.fl.task.FLConfig` from the run config, exactly as ``suite run fl`` would:
+config (its method's :class:`~tasks.fl.config.FLConfig` subclass) from the run config, exactly
+as ``suite run fl`` would:
 
 * ``tier`` (``quick``/``full``), ``smoke`` (apply the tier's smoke keys) and ``overrides``
   (a JSON object of config keys, e.g. ``{"method": "secagg_pq", "bits": 4}``);
@@ -31,11 +32,13 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-RESULT_FILE, ARRAYS_FILE = "result.json", "arrays.npz"
+from suite.device import resolve_device
+from tasks.fl.config import FLConfig, method_of
+from tasks.fl.deployed import ARRAYS_FILE, RESULT_FILE
 
 
 @lru_cache(maxsize=4)
-def _resolve(tier: str, smoke: bool, overrides: str) -> Any:
+def _resolve(tier: str, smoke: bool, overrides: str) -> FLConfig:
     from tasks.fl.task import FLTask
 
     try:
@@ -48,18 +51,14 @@ def _resolve(tier: str, smoke: bool, overrides: str) -> Any:
     return FLTask.resolve(tier, {**smoke_keys, **values})
 
 
-def run_config(context: Context) -> Any:
-    """The run's validated FLConfig, from the run config's ``tier``, ``smoke`` and ``overrides``."""
+def run_config(context: Context) -> FLConfig:
+    """The run's validated config, from the run config's ``tier``, ``smoke`` and ``overrides``."""
     cfg = context.run_config
     return _resolve(str(cfg.get("tier", "quick")), bool(cfg.get("smoke", False)), str(cfg.get("overrides", "")))
 
 
-def _device(config: Any) -> str:
-    import torch
-
-    if config.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return config.device
+def _device(config: FLConfig) -> str:
+    return str(resolve_device(config.device))
 
 
 # -- client -------------------------------------------------------------------------------------
@@ -92,15 +91,15 @@ def _client_app(config_json: str) -> ClientApp:
 
     from tasks.fl.apps import ClientSpec, client_app
     from tasks.fl.data import load
-    from tasks.fl.task import FLConfig
+    from tasks.fl.task import FLTask
 
-    config = FLConfig.model_validate_json(config_json)
+    config = FLTask.parse(json.loads(config_json))
     torch.set_num_threads(1)
     partitions = _LazyPartitions(lambda: load(config.dataset, config.num_clients, config.alpha, config.split_seed,
                                               config.data_dir)[0])
     spec = ClientSpec(config.dataset, tuple(config.hidden), partitions, config.local_epochs, config.batch_size,
                       config.lr, config.seed, _device(config), weight_cap=config.client_weight_cap())
-    return client_app(spec, config.method, config.dropout)
+    return client_app(spec, method_of(config).client_mods(config), config.dropout)
 
 
 class _LazyPartitions(Sequence):
@@ -151,15 +150,14 @@ def _server_main(grid: Grid, context: Context) -> None:
             _write_result(Path(out), config, record, weights)
 
 
-def _serve(grid: Grid, context: Context, config: Any, record: Any, weights: dict) -> None:
+def _serve(grid: Grid, context: Context, config: FLConfig, record: Any, weights: dict) -> None:
     """Flower's FedAvg + the method's workflow (:func:`tasks.fl.apps.server_app`) over ``grid``."""
     import numpy as np
     import torch
 
     from tasks.fl.apps import build_model, evaluate, get_weights, set_weights
     from tasks.fl.data import load
-    from tasks.fl.server import server_app
-    from tasks.fl.train import dp_noise, round_plan
+    from tasks.fl.server import ServerSpec, server_app
 
     torch.set_num_threads(1)
     torch.manual_seed(config.seed)  # the same initial model as the Simulation Engine's run of this config
@@ -173,9 +171,10 @@ def _serve(grid: Grid, context: Context, config: Any, record: Any, weights: dict
         set_weights(model, new)
         return evaluate(model, x_test, y_test, device)
 
-    app = server_app(config, initial=initial, evaluate_fn=evaluate_fn, plan=round_plan(config, initial),
-                     record=record, noise_multiplier=dp_noise(config))
-    app(grid, context)
+    method = method_of(config)
+    spec = ServerSpec(config, initial, evaluate_fn, plan=method.round_plan(config, initial),
+                      noise_multiplier=method.noise_multiplier(config))
+    server_app(spec, record)(grid, context)
 
 
 def _write_result(out: Path, config: Any, record: Any, weights: dict) -> None:

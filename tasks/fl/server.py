@@ -1,10 +1,11 @@
 """The Flower ServerApp: seeded FedAvg under ``DefaultWorkflow``, the method's fit workflow inside.
 
-``fedavg`` runs Flower's default fit round; ``secagg`` Flower's SecAgg+ workflow; the
-compressed methods its extension (:mod:`tasks.fl.secure`); ``dp`` wraps the strategy in
-Flower's central-DP clipping and noise, with Poisson sampling (:mod:`tasks.fl.strategy`).
-Before the first round the server asks every node for its partition, so that its sampling
-and everything the clients draw follow the run's seed, not Flower's random node ids.
+The method (:class:`tasks.fl.config.FLMethod`) gives the fit workflow (``fedavg``: Flower's
+default fit round; ``secagg``: Flower's SecAgg+ workflow; the compressed methods: its extension,
+:mod:`tasks.fl.secure`), the strategy around the seeded FedAvg (``dp``: Flower's central-DP
+clipping and noise) and how clients are sampled (:mod:`tasks.fl.strategy`). Before the first
+round the server asks every node for its partition, so that its sampling and everything the
+clients draw follow the run's seed, not Flower's random node ids.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from flwr.server import LegacyContext, ServerConfig
 from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid, ServerApp
 
+from tasks.fl.config import FLConfig, method_of
 from tasks.fl.meter import MeteredGrid
 from tasks.fl.rounds import RoundPlan
-from tasks.fl.rules import flower_value
-from tasks.fl.secure import AbortingSecAggPlusWorkflow, CompressedSecAggPlusWorkflow
-from tasks.fl.strategy import SeededDpClipping, SeededFedAvg, dp_fit_workflow, query_partitions
+from tasks.fl.strategy import SeededFedAvg, query_partitions
 
 
 @dataclass
@@ -41,36 +41,42 @@ class ServerRecord:
     strategy: SeededFedAvg | None = None  # its ``samples``: the partitions each round trained
 
 
-def server_app(config: Any, *, initial: list[np.ndarray], evaluate_fn: Callable, plan: RoundPlan | None,
-               record: ServerRecord, on_round: Callable[[int], None] = lambda r: None,
-               noise_multiplier: float | None = None) -> ServerApp:
-    """A ServerApp running ``config`` (an :class:`~tasks.fl.config.FLConfig`) from ``initial`` weights.
+@dataclass(frozen=True)
+class ServerSpec:
+    """What a ServerApp runs: the config (its method gives the workflow, strategy and sampling),
+    the initial weights, the central evaluation, and what the method derived for the run."""
 
-    ``plan``: the compressed methods' codec plan; ``noise_multiplier``: the dp method's noise.
-    """
+    config: FLConfig
+    initial: list[np.ndarray]
+    evaluate_fn: Callable[[list[np.ndarray]], tuple[float, float]]  # weights -> (loss, accuracy)
+    plan: RoundPlan | None = None  # the compressed methods' codec plan
+    noise_multiplier: float | None = None  # the dp method's noise
+    on_round: Callable[[int], None] = lambda rnd: None  # called as each round is configured
+
+
+def server_app(spec: ServerSpec, record: ServerRecord) -> ServerApp:
+    """A ServerApp running ``spec``; what it evaluates, meters and fails with goes into ``record``."""
+    config, method, plan = spec.config, method_of(spec.config), spec.plan
 
     def fit_config(rnd: int) -> dict[str, Any]:
-        on_round(rnd)
+        spec.on_round(rnd)
         return {"round": rnd, **(plan.fit_config(rnd) if plan is not None else {})}
 
     def central_eval(rnd: int, weights: list[np.ndarray], _: dict) -> tuple[float, dict[str, float]]:
-        loss, acc = evaluate_fn(weights)
+        loss, acc = spec.evaluate_fn(weights)
         record.accuracy[rnd], record.loss[rnd] = acc, loss
         record.evaluated_at[rnd] = time.perf_counter()
         return loss, {"accuracy": acc}
 
     strategy = SeededFedAvg(seed=config.seed, num_clients=config.num_clients, clients_per_round=config.clients_per_round,
-                            sampler="poisson" if config.method == "dp" else "fixed_size",
+                            sampler=method.client_sampler(config),
                             fraction_fit=config.clients_per_round / config.num_clients,
                             min_fit_clients=config.clients_per_round, min_available_clients=config.num_clients,
                             fraction_evaluate=0.0, min_evaluate_clients=0,
-                            initial_parameters=ndarrays_to_parameters(initial), evaluate_fn=central_eval,
+                            initial_parameters=ndarrays_to_parameters(spec.initial), evaluate_fn=central_eval,
                             on_fit_config_fn=fit_config)
-    top = strategy
-    if config.method == "dp":  # central DP: Flower clips each update and noises the mean
-        top = SeededDpClipping(strategy, seed=config.seed, noise_multiplier=noise_multiplier,
-                               clipping_norm=config.clip_norm)
-    record.workflow, record.strategy = _fit_workflow(config, plan, strategy), strategy
+    top = method.wrap_strategy(config, strategy, noise_multiplier=spec.noise_multiplier)
+    record.workflow, record.strategy = method.fit_workflow(config, plan, strategy), strategy
     app = ServerApp()
 
     @app.main()
@@ -85,15 +91,3 @@ def server_app(config: Any, *, initial: list[np.ndarray], evaluate_fn: Callable,
             raise
 
     return app
-
-
-def _fit_workflow(config: Any, plan: RoundPlan | None, strategy: SeededFedAvg) -> Any:
-    if config.method == "fedavg":
-        return None  # Flower's default fit round
-    if config.method == "dp":
-        return dp_fit_workflow(strategy)
-    shares, threshold = flower_value(config.num_shares), flower_value(config.threshold)
-    if config.method == "secagg":  # Flower's SecAgg+ weighs each client by its fit result's num_examples
-        return AbortingSecAggPlusWorkflow(num_shares=shares, reconstruction_threshold=threshold,
-                                          max_weight=float(config.client_weight_cap()))
-    return CompressedSecAggPlusWorkflow(plan, num_shares=shares, reconstruction_threshold=threshold)

@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from suite.context import RunContext
+from suite.device import resolve_device
 from suite.examples import digest
-from suite.task import RunContext
+from tasks.fl.config import FLConfig, method_of
 
 
 def fp32_reply_bytes(weights: list[np.ndarray], num_examples: int = 100) -> int:
@@ -27,22 +29,8 @@ def fp32_reply_bytes(weights: list[np.ndarray], num_examples: int = 100) -> int:
     return message_to_proto(Message(fitres_to_recorddict(res, True), reply_to=incoming)).ByteSize()
 
 
-def round_plan(config: Any, initial: list[np.ndarray]) -> Any:
-    """The run's :class:`~tasks.fl.rounds.RoundPlan` for a model with weights like ``initial``
-    (None for the methods without a codec: fedavg, secagg, dp)."""
-    from tasks.fl.rounds import RoundPlan
-
-    if not config.method.startswith("secagg_"):
-        return None
-    return RoundPlan(codec_kind=config.method.removeprefix("secagg_"), seed=config.seed,
-                     dim=int(sum(a.size for a in initial)), clients_per_round=config.clients_per_round,
-                     bits=config.bits or 1, range=config.range or 0.0, keep=config.keep or 1.0,
-                     pq_codewords=config.pq_codewords or 3, pq_block=config.pq_block or 1,
-                     segments=tuple(int(a.size) for a in initial), field_bits=config.field_bits,
-                     max_weight=config.client_weight_cap())
-
-
-def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
+def run_federated(config: FLConfig, ctx: RunContext) -> dict[str, float]:
+    """One run of ``config`` on Flower's Simulation Engine: its metrics (utility, uplink bytes, privacy)."""
     import torch
     from flwr.simulation import run_simulation
 
@@ -50,19 +38,20 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
     from tasks.fl.data import load
     from tasks.fl.meter import uplink_summary
     from tasks.fl.rounds import flatten
-    from tasks.fl.server import ServerRecord, server_app
+    from tasks.fl.server import ServerRecord, ServerSpec, server_app
 
     for name in ("flwr", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
     _quiet_known_notices()
     torch.manual_seed(config.seed)
-    device = "cuda" if config.device == "auto" and torch.cuda.is_available() else ("cpu" if config.device == "auto" else config.device)
+    device = str(resolve_device(config.device))
+    method = method_of(config)
     with ctx.phase("setup"):
         partitions, (x_test, y_test) = load(config.dataset, config.num_clients, config.alpha, config.split_seed, config.data_dir)
         model = build_model(config.dataset, tuple(config.hidden)).to(device)
         initial = get_weights(model)
     dim = int(flatten(initial).size)
-    plan = round_plan(config, initial)
+    plan = method.round_plan(config, initial)
 
     def evaluate_fn(weights: list[np.ndarray]) -> tuple[float, float]:
         set_weights(model, weights)
@@ -72,17 +61,17 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
         ctx.progress(f"round {rnd}", rnd - 1, config.rounds)
 
     record = ServerRecord()
-    sigma = dp_noise(config)
+    sigma = method.noise_multiplier(config)
     spec = ClientSpec(config.dataset, tuple(config.hidden), partitions, config.local_epochs, config.batch_size,
                       config.lr, config.seed, device, weight_cap=config.client_weight_cap())
-    server = server_app(config, initial=initial, evaluate_fn=evaluate_fn, plan=plan, record=record, on_round=on_round,
-                        noise_multiplier=sigma)
+    server = server_app(ServerSpec(config, initial, evaluate_fn, plan=plan, noise_multiplier=sigma, on_round=on_round),
+                        record)
     backend = {"client_resources": {"num_cpus": config.client_cpus, "num_gpus": config.client_gpus},
                "init_args": _ray_init_args(config.ray_cpus)}
     started = time.perf_counter()
     with ctx.phase("train"):
         try:
-            run_simulation(server_app=server, client_app=client_app(spec, config.method, config.dropout),
+            run_simulation(server_app=server, client_app=client_app(spec, method.client_mods(config), config.dropout),
                            num_supernodes=config.num_clients, backend_config=backend)
         except BaseException:
             if record.error is not None:
@@ -105,7 +94,7 @@ def run_federated(config: Any, ctx: RunContext) -> dict[str, float]:
         ctx.log_step(rnd, step)
     bandwidth = uplink_summary(record.meter.bytes.values(), config.rounds)
     uplink = bandwidth["bandwidth/uplink_bytes"]
-    privacy = {} if sigma is None else dp_metrics(config, sigma)
+    privacy = method.privacy_metrics(config, noise_multiplier=sigma)
     return {
         **privacy,
         **bandwidth,
@@ -127,42 +116,6 @@ def _predictions(model: Any, x: np.ndarray, device: str) -> list[int]:
     with torch.no_grad():
         return [int(p) for i in range(0, len(x), 1024)
                 for p in model(torch.from_numpy(x[i:i + 1024]).to(device)).argmax(1).tolist()]
-
-
-def dp_noise(config: Any) -> float | None:
-    """The dp method's noise multiplier: as given, or the smallest that reaches the target epsilon
-    after ``rounds`` rounds at sampling rate ``clients_per_round / num_clients`` (Opacus)."""
-    if config.method != "dp":
-        return None
-    if config.noise_multiplier is not None:
-        return float(config.noise_multiplier)
-    from opacus.accountants.utils import get_noise_multiplier
-
-    return float(get_noise_multiplier(target_epsilon=config.epsilon, target_delta=config.delta,
-                                      sample_rate=config.clients_per_round / config.num_clients,
-                                      steps=config.rounds, accountant="rdp"))
-
-
-DP_SAMPLER = "poisson"  # how the dp method samples clients (tasks.fl.strategy.sample_partitions)
-
-
-def dp_metrics(config: Any, sigma: float) -> dict[str, float]:
-    """Client-level epsilon of the run's Gaussian mechanism, from its actual parameters, under
-    the RDP, PRV and PLD accountants; ``privacy/epsilon`` is RDP's (the one the noise is calibrated with).
-
-    Each round samples every client independently with probability ``q = clients_per_round /
-    num_clients`` and adds noise of std ``sigma * clip_norm / clients_per_round`` to the sum of
-    the clipped updates over the fixed ``clients_per_round`` (:mod:`tasks.fl.strategy`), so one
-    client's sensitivity is ``clip_norm / clients_per_round``: the Poisson-subsampled Gaussian
-    mechanism with noise multiplier ``sigma``, ``rounds`` times (an empty round is noised too).
-    """
-    from suite.privacy import all_epsilons
-
-    rate = config.clients_per_round / config.num_clients
-    history = [(sigma, rate, config.rounds)]
-    epsilons = all_epsilons(history=history, delta=config.delta, sampler=DP_SAMPLER)
-    return {**epsilons, "privacy/epsilon": epsilons["privacy/epsilon_rdp"], "privacy/delta": config.delta,
-            "privacy/noise_multiplier": sigma, "privacy/sample_rate": rate, "privacy/steps": float(config.rounds)}
 
 
 def _ray_init_args(cpus: int) -> dict[str, Any]:

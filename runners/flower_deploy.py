@@ -1,30 +1,25 @@
-"""The ``fl`` task on Flower's Deployment Engine: a SuperLink and N SuperNodes on loopback.
+"""A Flower app on Flower's Deployment Engine: a SuperLink and N SuperNodes on loopback.
 
-Usage::
+Usage (the app's ServerApp writes a JSON result file, with an ``error`` key when it failed)::
 
-    from tasks.fl.deploy import Federation
-    from tasks.fl.task import FLTask
+    with Federation(num_supernodes, workdir) as federation:
+        result = federation.run(app_dir, {"key": "value"}, result_file="result.json", timeout=600)
 
-    config = FLTask.resolve("quick", {**FLTask.tier("quick").smoke, "method": "secagg_sq"})
-    with Federation(config.num_clients, workdir) as federation:
-        result = federation.run(config, timeout=600)
-    print(deployed_metrics(result))
-
-or from the shell (prints the run's metrics as JSON)::
-
-    python -m tasks.fl.deploy --smoke --set method=secagg_sq
+``suite deploy fl --smoke --set method=secagg_sq`` runs the fl task this way (``cli/main.py``;
+the fl app is ``tasks/fl/flower_app``).
 
 Each process (``flower-superlink``, ``flower-supernode`` with ``--node-config
 "partition-id=i num-partitions=N"``) runs insecure (no TLS) on 127.0.0.1 only, in a session of
 its own, with ``FLWR_HOME`` inside the work directory, telemetry, update checks and runtime
 dependency installation off (nothing leaves the machine). The run is submitted with ``flwr run
-tasks/fl/flower_app`` (the app's components are in :mod:`tasks.fl.deploy_app`); the SuperLink
-starts the ServerApp and every SuperNode its ClientApps as processes of their own (Flower's
-default ``subprocess`` isolation), and the ServerApp writes its result into the work directory.
+<app_dir>``; the SuperLink starts the ServerApp and every SuperNode its ClientApps as processes
+of their own (Flower's default ``subprocess`` isolation), and the ServerApp writes its result
+into the run's directory, named in the run config's ``result-dir``.
 
 Starting processes by hand is Flower's documented way to deploy; this module only picks the
 ports, waits for each process to be up, reports a dead one with its log's tail, and stops
-them all (with every process they started) however the run ends.
+them all (with every process they started) however the run ends. It knows no task: the app
+folder, its run config and its result file's name are the caller's.
 """
 
 from __future__ import annotations
@@ -39,14 +34,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from tasks.fl.deploy_app import ARRAYS_FILE, RESULT_FILE
-
-APP_DIR = Path(__file__).resolve().parent / "flower_app"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[1]
 _HOST = "127.0.0.1"
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 
@@ -182,23 +173,22 @@ class Federation:
 
     # -- a run -------------------------------------------------------------------------------
 
-    def run(self, config: Any, *, timeout: float = 600.0) -> dict[str, Any]:
-        """Run ``config`` (an FLConfig whose ``num_clients`` is the number of SuperNodes) to the end.
+    def run(self, app_dir: Path, run_config: Mapping[str, Any], *, result_file: str,
+            timeout: float = 600.0) -> dict[str, Any]:
+        """Run the Flower app in ``app_dir`` with ``run_config`` (plus ``result-dir``) to the end.
 
-        Returns the ServerApp's ``result.json`` with ``arrays`` (``arrays.npz``: initial and final
-        global weights, the last unmasked sum and its survivors) and ``run_id`` added.
+        Returns the JSON the ServerApp wrote to ``<result-dir>/<result_file>``, with ``run_id``,
+        ``wall_s`` and ``result_dir`` (where the app may have left other files) added; a result
+        whose ``error`` is set raises :class:`DeploymentError` with it and the processes' log tails.
         """
-        if config.num_clients != self.num_supernodes:
-            raise ValueError(f"config.num_clients={config.num_clients} but this federation has "
-                             f"{self.num_supernodes} SuperNodes (one client each)")
         self._runs += 1
         out = self.workdir / f"run-{self._runs}"
         shutil.rmtree(out, ignore_errors=True)  # a reused work directory must not hand back an old result
-        run_config = {"tier": "quick", "smoke": False, "overrides": config.model_dump_json(), "result-dir": str(out)}
         override = self.workdir / f"run-{self._runs}.toml"
-        override.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in run_config.items()))
+        values = {**run_config, "result-dir": str(out)}
+        override.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
         started = time.monotonic()
-        argv = [_exe("flwr"), "run", str(APP_DIR), "loopback", "--run-config", str(override), "--format", "json"]
+        argv = [_exe("flwr"), "run", str(app_dir), "loopback", "--run-config", str(override), "--format", "json"]
         proc = subprocess.run(argv, env=self._env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         try:
             run_id = json.loads(proc.stdout)["run-id"]
@@ -206,14 +196,10 @@ class Federation:
             raise DeploymentError(f"`flwr run` failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from None
         if run_id is None:
             raise DeploymentError(f"`flwr run` did not start a run:\n{proc.stdout}\n{proc.stderr}")
-        result = self._wait_result(out, int(run_id), started + timeout)
+        result = self._wait_result(out / result_file, int(run_id), started + timeout)
         if result.get("error"):
             raise DeploymentError(f"the ServerApp failed: {result['error']}\n{self._tails()}")
-        with np.load(out / ARRAYS_FILE) as arrays:
-            result["arrays"] = {k: arrays[k] for k in arrays.files}
-        result["run_id"] = int(run_id)
-        result["wall_s"] = time.monotonic() - started
-        return result
+        return {**result, "run_id": int(run_id), "wall_s": time.monotonic() - started, "result_dir": str(out)}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -269,8 +255,8 @@ class Federation:
         raise DeploymentError(f"supernode-{i} did not register with the SuperLink within "
                               f"{self.startup_timeout:.0f} s:\n{log_tail(log)}")
 
-    def _wait_result(self, out: Path, run_id: int, deadline: float) -> dict[str, Any]:
-        result_file, next_status = out / RESULT_FILE, time.monotonic() + 10
+    def _wait_result(self, result_file: Path, run_id: int, deadline: float) -> dict[str, Any]:
+        next_status = time.monotonic() + 10
         while time.monotonic() < deadline:
             if result_file.exists():
                 return json.loads(result_file.read_text())
@@ -296,51 +282,3 @@ class Federation:
 
     def _tails(self) -> str:
         return "\n".join(f"--- {name}.log\n{log_tail(self.logs / (name + '.log'), 25)}" for name in self._procs)
-
-
-def deployed_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The fl task's metrics (as :func:`tasks.fl.train.run_federated` reports them) from a deployed run."""
-    from tasks.fl.meter import uplink_summary
-
-    rounds = result["config"]["rounds"]
-    if str(rounds) not in result["accuracy"] or not any(b["payload"] for b in result["bytes"]):
-        raise DeploymentError(f"the run ended without evaluating round {rounds} or without a completed client")
-    bandwidth = uplink_summary(result["bytes"], rounds)
-    uplink = bandwidth["bandwidth/uplink_bytes"]
-    return {
-        **bandwidth,
-        "utility/accuracy": result["accuracy"][str(rounds)],
-        "utility/loss": result["loss"][str(rounds)],
-        "bandwidth/compression": result["fp32_reply_bytes"] / uplink,
-        "bandwidth/bits_per_parameter": uplink * 8 / result["dim"],
-        "compute/params": float(result["dim"]),
-        "compute/model_bytes": float(result["model_bytes"]),
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import tempfile
-
-    from suite.config import parse_overrides
-    from tasks.fl.task import FLTask
-
-    parser = argparse.ArgumentParser(prog="python -m tasks.fl.deploy", description=__doc__.split("\n")[0])
-    parser.add_argument("--tier", default="quick")
-    parser.add_argument("--smoke", action="store_true", help="apply the tier's smoke keys")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--workdir", type=Path, help="keep logs and results here (default: a temp dir)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds (default: the tier's timeout_s)")
-    args = parser.parse_args(argv)
-    tier = FLTask.tier(args.tier)
-    config = FLTask.resolve(args.tier, {**(tier.smoke if args.smoke else {}), **parse_overrides(args.overrides)})
-    with tempfile.TemporaryDirectory(prefix="fl-deploy-") as tmp:
-        workdir = args.workdir or Path(tmp)
-        with Federation(config.num_clients, workdir) as federation:
-            result = federation.run(config, timeout=args.timeout or tier.timeout_s)
-    print(json.dumps({**deployed_metrics(result), "wall_s": result["wall_s"]}, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
