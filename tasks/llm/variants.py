@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from suite.errors import ConfigError
 from tasks.llm.config import METHODS
 
 __all__ = ["apply_variant", "block_linears", "decode_bytes_per_token", "linear_sparsity", "weight_bytes"]
@@ -31,9 +32,10 @@ def apply_variant(model: Any, method: str, *, fp8_activation_bound: float = 1200
     the others. ``calibration`` (``wanda50`` only): a (sequences, tokens) tensor of token ids from text
     disjoint from the evaluation text.
     """
-    if method not in METHODS.names():
-        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS.names())}")
-    variant = METHODS.get(method)
+    try:
+        variant = METHODS.get(method)
+    except ConfigError as exc:  # callers outside a config (memorization, tests) get the ValueError they catch
+        raise ValueError(str(exc)) from None
     keys = {"fp8_activation_bound": fp8_activation_bound, "prune_pattern": prune_pattern}
     config = variant.Config(**{k: v for k, v in keys.items() if k in variant.Config.model_fields})
     return variant().apply(model, config, calibration=calibration)
