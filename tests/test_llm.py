@@ -21,7 +21,9 @@ from tasks.llm import measure, prune, texts
 from tasks.llm.decode import CompiledDecoder, unsupported_reason
 from tasks.llm.fp8 import E4M3_MAX, Fp8RowwiseLinear, quantize_rowwise
 from tasks.llm.model import load_cached, load_hf_dir, verify_cache_file
-from tasks.llm.variants import apply_variant, decode_bytes_per_token, linear_sparsity, two_four_mask, weight_bytes
+from tasks.llm.prune import two_four_mask
+from tasks.llm.variants import apply_variant, block_linears, decode_bytes_per_token, linear_sparsity, weight_bytes
+from tests.conftest import suite_cli
 
 
 def _tokenizer():
@@ -211,11 +213,11 @@ def test_config_errors_name_the_problem() -> None:
         task.resolve("quick", {"model": "hf_dir"})
     with pytest.raises(ConfigError, match="lm_eval_dir"):
         task.resolve("quick", {"lm_eval_tasks": ["x"]})
-    with pytest.raises(ConfigError, match="no privacy budget"):
+    with pytest.raises(ConfigError, match="unknown key 'epsilon'"):  # no method of llm has a privacy budget
         task.resolve("quick", {"epsilon": 1.0})
     with pytest.raises(ConfigError, match="method"):
         task.resolve("quick", {"method": "int4"})
-    # values that used to pass and then fail inside the run, after the model was loaded
+    # values that would pass a type check and then fail inside the run, after the model was loaded
     for overrides, rule in [({"eval_tokens": 16, "context": 32}, "eval_tokens .16. must be at least context .32."),
                             ({"context": 8192, "eval_tokens": 9000}, "context"),
                             ({"held_out_every": 80}, "held_out_every"),
@@ -224,21 +226,65 @@ def test_config_errors_name_the_problem() -> None:
             task.resolve("quick", overrides)
     with pytest.raises(ConfigError, match="smollm2-135m-instruct-q4_1"):
         task.resolve("quick", {"model": "smollm2-135m-gguf"})  # the old name, which hid the 4-bit source
-    # keys another method ignores do not split one computation into two hashes
-    assert task.resolve("quick", {"method": "fp32", "prune_pattern": "2:4"}).prune_pattern == "unstructured"
-    assert task.resolve("quick", {"method": "pruned50", "calibration_sequences": 3}).calibration_sequences == 8
-    assert task.resolve("quick", {"method": "wanda50", "prune_pattern": "2:4"}).prune_pattern == "2:4"
-    assert task.resolve("quick", {"method": "wanda50", "calibration_sequences": 3}).calibration_sequences == 3
     quick = task.resolve("quick")
     assert quick.model == "smollm2-135m-instruct-q4_1" and quick.decode == "compiled"
     tags = task().tags(quick)
     assert "dequantized from Q4_1" in tags["llm.weights"] and "dequantized from Q4_1" in task.description
     assert "emulated" in task().tags(task.resolve("quick", {"method": "int8"}))["llm.int8_matmul"]
+    assert task().tags(task.resolve("quick", {"method": "fp8_rowwise"}))["llm.fp8_matmul"] == "emulated"
+    assert "llm.int8_matmul" not in tags and "llm.fp8_matmul" not in tags
     full = task.resolve("full")
     assert full.model == "hf_dir" and full.device == "auto" and full.lm_eval_tasks
     wanda = task.resolve("full", {"method": "wanda50"})
     assert (wanda.calibration_sequences, wanda.calibration_tokens) == (128, 2048)  # the paper's calibration
     assert task.tier("full").grid and task.tier("quick").threads == 1
+
+
+def test_each_variant_holds_only_the_keys_it_reads() -> None:
+    task = get_task("llm")
+    shared = set(task.config_model("fp32").model_fields)
+    assert {"model", "context", "decode", "device", "lm_eval_tasks"} <= shared
+    for method in ("fp32", "bf16", "int8"):
+        assert set(task.config_model(method).model_fields) == shared, method
+    assert set(task.config_model("fp8_rowwise").model_fields) - shared == {"fp8_activation_bound"}
+    assert set(task.config_model("pruned50").model_fields) - shared == {"prune_pattern"}
+    assert set(task.config_model("wanda50").model_fields) - shared == {"prune_pattern", "calibration_sequences",
+                                                                        "calibration_tokens"}
+    # the tier's defaults apply to the methods that have the key; a run's override must be the method's
+    assert task.resolve("quick", {"method": "wanda50", "prune_pattern": "2:4"}).prune_pattern == "2:4"
+    assert task.resolve("quick", {"method": "wanda50", "calibration_sequences": 3}).calibration_sequences == 3
+    assert task.resolve("quick", {"method": "fp8_rowwise"}).fp8_activation_bound == 1200.0
+    with pytest.raises(ConfigError, match="key 'prune_pattern' is not a key of method fp32; methods that have it: "
+                                          "pruned50, wanda50"):
+        task.resolve("quick", {"method": "fp32", "prune_pattern": "2:4"})
+    with pytest.raises(ConfigError, match="key 'calibration_sequences' is not a key of method pruned50"):
+        task.resolve("quick", {"method": "pruned50", "calibration_sequences": 3})
+
+
+def test_apply_variant_reads_the_keys_of_the_named_method_only() -> None:
+    """The by-name entry point other families use: a method's keys reach it, the others' are ignored."""
+    dense = apply_variant(_tiny_llama(), "fp32", prune_pattern="2:4", fp8_activation_bound=1.0)
+    assert linear_sparsity(dense) == 0.0
+    two_four = apply_variant(_tiny_llama(), "pruned50", prune_pattern="2:4")
+    for _, linear in block_linears(two_four):
+        assert (linear.weight.reshape(-1, 4) != 0).sum(-1).le(2).all()
+    with pytest.raises(ValueError, match="unknown method 'int4'"):
+        apply_variant(_tiny_llama(), "int4")
+
+
+def test_cli_shows_a_variants_keys_and_refuses_another_variants_key(tmp_path: Path) -> None:
+    fp32 = suite_cli("show", "llm", "--set", "method=fp32", cwd=tmp_path)
+    wanda = suite_cli("show", "llm", "--set", "method=wanda50", cwd=tmp_path)
+    assert fp32.returncode == wanda.returncode == 0, fp32.stderr + wanda.stderr
+    assert "keys of method fp32" in fp32.stdout
+    for key in ("prune_pattern", "calibration_sequences", "fp8_activation_bound"):
+        assert key not in fp32.stdout
+    assert "prune_pattern" in wanda.stdout and "calibration_tokens" in wanda.stdout
+    assert "fp8_activation_bound" not in wanda.stdout
+    refused = suite_cli("run", "llm", "--set", "method=bf16", "--set", "prune_pattern=2:4", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "key 'prune_pattern' is not a key of method bf16; methods that have it: pruned50, wanda50" in refused.stderr
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 # -- SmolLM2 itself ----------------------------------------------------------------------------

@@ -10,6 +10,9 @@ CLAIMS = (
         statement="Our FP8 quantization approach has negligible impact on the model's responses.",
         a={"method": "fp8_rowwise"}, b={"method": "bf16"}, metric="utility/perplexity", effect="ratio",
         direction="lower", margin=1.01,
+        # The quick grid times FP8's emulated decoding once (its speed means nothing) and bf16's three times;
+        # the repeats run after perplexity is scored and do not touch it, so the cells pair across them.
+        ignore=("speed_repeats",),
         note="Held-out perplexity of the FP8 row-wise recipe over bf16's: below 1.01. The paper judges by "
              "reward-model scores and gives no number; 'negligible' is read as within 1% (MLPerf's 99%-of-"
              "reference quality bar), chosen before any run was seen. The interval resamples the held-out "

@@ -52,7 +52,7 @@ class Fp8RowwiseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         xq, xs = quantize_rowwise(x.reshape(-1, shape[-1]), upper_bound=self.activation_upper_bound)
-        if x.is_cuda and _scaled_mm_available():
+        if x.is_cuda and scaled_mm_available():
             out = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.weight_scale[None, :],
                                    out_dtype=torch.bfloat16)
         else:  # emulation: exact e4m3 operands, float32 products
@@ -74,5 +74,5 @@ def apply_fp8_rowwise(layers: nn.ModuleList, *, activation_upper_bound: float = 
     return swapped
 
 
-def _scaled_mm_available() -> bool:
+def scaled_mm_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)

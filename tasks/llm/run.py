@@ -5,19 +5,21 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from suite.context import RunContext
 from suite.examples import digest
-from suite.task import RunContext
+from tasks.llm.config import LLMConfig, Variant
 
 # Held-out tokens resampled together when two runs are compared token by token: neighbouring
 # tokens share context, so single tokens are not independent examples (a block bootstrap).
 LOSS_BLOCK = 32
 
 
-def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
+def run_llm(config: LLMConfig, ctx: RunContext, variant: Variant) -> dict[str, float]:
+    """Load the model, make ``variant`` of it (the config's method), measure its quality, speed and size."""
     from tasks.llm import measure, texts
     from tasks.llm.variants import linear_sparsity, weight_bytes
 
-    loaded, model, calibration = _make_variant(config, ctx)
+    loaded, model, calibration = _make_variant(config, ctx, variant)
     held_out = _encode(loaded.tokenizer, texts.held_out_text(held_out_every=config.held_out_every))
     with ctx.phase("eval"):
         quality = measure.evaluate_quality(
@@ -42,7 +44,7 @@ def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
         "compute/model_bytes": float(weight_bytes(model)),
         "compute/linear_sparsity": linear_sparsity(model),
         "compute/model_from_cache": float(loaded.from_cache),
-        "compute/speed_emulated": float(_speed_emulated(config.method, model)),
+        "compute/speed_emulated": float(variant.speed_emulated(model)),
     }
     if calibration is not None:
         result["compute/calibration_tokens"] = float(calibration.numel())
@@ -57,17 +59,16 @@ def run_llm(config: Any, ctx: RunContext) -> dict[str, float]:
     return result
 
 
-def _make_variant(config: Any, ctx: RunContext) -> tuple[Any, Any, Any]:
-    """The loaded model (with its tokenizer), the variant made of it, and Wanda's calibration batch (or None)."""
-    from tasks.llm.variants import apply_variant
+def _make_variant(config: LLMConfig, ctx: RunContext, variant: Variant) -> tuple[Any, Any, Any]:
+    """The loaded model (with its tokenizer), the variant made of it, and its calibration batch (or None)."""
+    from suite.device import resolve_device
 
     with ctx.phase("load"):
         loaded = _load(config)
-        model = loaded.model.to(_device(config.device))
+        model = loaded.model.to(resolve_device(config.device))
     with ctx.phase("variant"):
-        calibration = _calibration(config, loaded.tokenizer) if config.method == "wanda50" else None
-        model = apply_variant(model, config.method, fp8_activation_bound=config.fp8_activation_bound,
-                              prune_pattern=config.prune_pattern, calibration=calibration)
+        calibration = variant.calibration(config, lambda text: _encode(loaded.tokenizer, text))
+        model = variant.apply(model, config, calibration=calibration)
     return loaded, model, calibration
 
 
@@ -93,43 +94,9 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _calibration(config: Any, tokenizer: Any) -> Any:
-    """Wanda's calibration batch: windows of the pydoc text that shares nothing with the held-out text."""
-    import torch
-
-    from tasks.llm import texts
-
-    ids = _encode(tokenizer, texts.calibration_text(held_out_every=config.held_out_every))
-    windows = texts.calibration_windows(ids, sequences=config.calibration_sequences,
-                                        length=config.calibration_tokens, seed=config.seed)
-    return torch.tensor(windows)
-
-
-def _load(config: Any) -> Any:
+def _load(config: LLMConfig) -> Any:
     from tasks.llm.model import load_gguf_cached, load_hf_dir
 
     if config.model == "hf_dir":
         return load_hf_dir(config.model_dir)
     return load_gguf_cached()
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but torch sees no CUDA device; use device=cpu or auto")
-    return name
-
-
-def _speed_emulated(method: str, model: Any) -> bool:
-    """int8 weight-only converts its weights to float on every call on any device (torchao's eager path);
-    FP8 row-wise is emulated unless a GPU runs torch._scaled_mm."""
-    if method == "int8":
-        return True
-    if method == "fp8_rowwise":
-        from tasks.llm.fp8 import _scaled_mm_available
-
-        return not (model.device.type == "cuda" and _scaled_mm_available())
-    return False
