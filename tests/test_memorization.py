@@ -18,6 +18,7 @@ from tasks.memorization import canaries as planting
 from tasks.memorization import corpus
 from tasks.memorization.exposure import fitted_exposure, rank_exposure
 from tasks.memorization.score import continuation_logprobs, greedy_matches
+from tests.conftest import suite_cli
 
 LOG2E = 1 / math.log(2)
 
@@ -162,9 +163,8 @@ def test_greedy_matches_its_own_continuation_only() -> None:
 
 def _run(config):
     from suite.task import RunContext
-    from tasks.memorization.run import run_memorization
 
-    return run_memorization(config, RunContext(tier="quick"))
+    return get_task("memorization")().run(config, RunContext(tier="quick"))
 
 
 def test_a_fresh_models_exposure_of_unseen_secrets_is_chance(tokenizer) -> None:
@@ -250,7 +250,31 @@ def test_config_refuses_what_cannot_work() -> None:
     for message, overrides in cases.items():
         with pytest.raises(ConfigError, match=message):
             _config(**overrides)
-    assert _config(method="nonprivate", epsilon=3.0).epsilon is None  # reset: equal computations hash equally
+
+
+@pytest.mark.parametrize("key", ["epsilon", "delta", "max_grad_norm", "max_physical_batch", "accountant",
+                                 "grad_sample_mode"])
+def test_the_privacy_keys_are_dpsgds_only(key) -> None:
+    """A non-private config has no privacy key (so equal computations hash equally); setting one is refused."""
+    private = _config(method="dpsgd")
+    assert key in type(private).model_fields and key not in type(_config()).model_fields
+    with pytest.raises(ConfigError, match=f"key '{key}' is not a key of method nonprivate; methods that have it: "
+                                          "dpsgd"):
+        _config(method="nonprivate", **{key: getattr(private, key)})
+
+
+def test_the_cli_shows_one_methods_keys_and_refuses_anothers(tmp_path) -> None:
+    plain = suite_cli("show", "memorization", "--set", "method=nonprivate", cwd=tmp_path)
+    private = suite_cli("show", "memorization", "--set", "method=dpsgd", cwd=tmp_path)
+    assert plain.returncode == private.returncode == 0, plain.stderr + private.stderr
+    for key in ("max_grad_norm", "grad_sample_mode", "accountant", "epsilon"):
+        assert key in private.stdout and key not in plain.stdout, key
+    assert "variant" in plain.stdout and "variant" in private.stdout  # every method's key
+    refused = suite_cli("run", "memorization", "--set", "method=nonprivate", "--set", "max_grad_norm=2",
+                        cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "key 'max_grad_norm' is not a key of method nonprivate; methods that have it: dpsgd" in refused.stderr
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_full_tier_fine_tunes_a_checkpoint_from_a_directory(tmp_path, tokenizer) -> None:

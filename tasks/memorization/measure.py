@@ -16,6 +16,7 @@ import numpy as np
 from suite.audit import audit_scores
 from tasks.memorization import canaries as planting
 from tasks.memorization import corpus
+from tasks.memorization.config import MemorizationConfig
 from tasks.memorization.exposure import fitted_exposure, rank_exposure
 from tasks.memorization.score import continuation_logprobs, greedy_matches, log_perplexity_bits
 
@@ -43,7 +44,7 @@ class Secrets:
     space_bits: float  # log2 of the number of possible secrets
 
     @classmethod
-    def make(cls, config: Any, tokenizer: Any, plan: planting.CanaryPlan) -> Secrets:
+    def make(cls, config: MemorizationConfig, tokenizer: Any, plan: planting.CanaryPlan) -> Secrets:
         sample = planting.sample_candidates(seed=config.seed, count=config.candidates, digits=config.secret_digits)
         texts = [planting.secret_text(s) for s in (*sample, *plan.exposure_secrets, *plan.audit_secrets)]
         head, tails = corpus.encode_after(tokenizer, config.template, texts)
@@ -67,7 +68,7 @@ class Secrets:
         return Scores(bits[:n], bits[n:n + k], bits[n + k:])
 
 
-def exposure_metrics(config: Any, secrets: Secrets, scores: Scores) -> dict[str, float]:
+def exposure_metrics(config: MemorizationConfig, secrets: Secrets, scores: Scores) -> dict[str, float]:
     """``privacy/exposure_r{r}`` (skew-normal fit), its spread, and the in-sample rank version, per r."""
     fitted = fitted_exposure(scores.canaries, scores.candidates, space_bits=secrets.space_bits)
     ranked = rank_exposure(scores.canaries, scores.candidates)
@@ -87,12 +88,15 @@ def extraction_metrics(model: Any, secrets: Secrets) -> dict[str, float]:
     return {f"privacy/extraction_r{r}": float(hits[reps == r].mean()) for r in np.unique(reps)}
 
 
-def audit_metrics(config: Any, secrets: Secrets, scores: Scores) -> dict[str, float]:
-    """One-run audit (Steinke et al. 2023): guess IN for the likeliest audit canaries, OUT for the least."""
+def audit_metrics(config: MemorizationConfig, secrets: Secrets, scores: Scores, *, delta: float) -> dict[str, float]:
+    """One-run audit (Steinke et al. 2023): guess IN for the likeliest audit canaries, OUT for the least.
+
+    ``delta``: the delta the epsilon lower bound is stated at (the method's; 0 for a non-private run).
+    """
     m = config.audit_canaries
     if m == 0:
         return {}
     guesses = config.audit_guesses or max(2, m // 2)  # fixed before any score is seen
     result = audit_scores(-scores.audit, secrets.plan.audit_included, k_in=guesses // 2,
-                          k_out=guesses - guesses // 2, delta=config.delta or 0.0)
+                          k_out=guesses - guesses // 2, delta=delta)
     return result.metrics()

@@ -4,29 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from suite.task import RunContext
+from suite.context import RunContext
+from suite.device import resolve_device
 from tasks.memorization import canaries as planting
 from tasks.memorization import corpus
+from tasks.memorization.config import MemorizationConfig, MemorizationMethod
 from tasks.memorization.measure import Secrets, audit_metrics, exposure_metrics, extraction_metrics
 from tasks.memorization.store import Trained, cached_training
 
 
-def run_memorization(config: Any, ctx: RunContext) -> dict[str, float]:
+def run_memorization(config: MemorizationConfig, ctx: RunContext, *, method: MemorizationMethod) -> dict[str, float]:
+    """One cell: train ``config``'s model with ``method`` (or read it from the cache), apply the variant, measure.
+
+    >>> task = get_task("memorization")   # doctest: +SKIP
+    >>> run_memorization(config, RunContext(tier="quick"), method=task().method_of(config))
+    """
     from tasks.llm import measure
     from tasks.llm.variants import apply_variant, weight_bytes
 
     plan = _plan(config)
     with ctx.phase("train"):  # training, or waiting for another cell's training and reading it
-        trained, hit = cached_training(config, lambda: _train(config, plan, ctx))
+        trained, hit = cached_training(config, lambda: _train(config, plan, ctx, method))
     with ctx.phase("load"):
         model, tokenizer = _instantiate(config, trained)
         params = sum(p.numel() for p in model.parameters())
-        model = apply_variant(model, config.variant).to(_device(config.device))
+        model = apply_variant(model, config.variant).to(resolve_device(config.device))
     secrets = Secrets.make(config, tokenizer, plan)
     with ctx.phase("exposure"):
         ctx.progress("exposure", 0, 1)
         scores = secrets.score(model, batch_size=config.score_batch)
-    metrics = {**exposure_metrics(config, secrets, scores), **audit_metrics(config, secrets, scores)}
+    metrics = {**exposure_metrics(config, secrets, scores),
+               **audit_metrics(config, secrets, scores, delta=method.audit_delta(config))}
     with ctx.phase("extraction"):
         metrics.update(extraction_metrics(model, secrets))
     _, held = corpus.split_topics(held_out_every=config.held_out_every)
@@ -46,23 +54,23 @@ def run_memorization(config: Any, ctx: RunContext) -> dict[str, float]:
         # torchao's int8 weight-only and the FP8 row-wise layers dequantize on every call on a CPU.
         "compute/speed_emulated": float(config.variant in ("int8", "fp8_rowwise") and model.device.type == "cpu"),
     })
-    if config.method == "dpsgd":
-        metrics.update(_privacy(config, trained))
+    metrics.update(method.privacy_metrics(config, trained.record))
     return metrics
 
 
-def _plan(config: Any) -> planting.CanaryPlan:
+def _plan(config: MemorizationConfig) -> planting.CanaryPlan:
     return planting.draw_plan(seed=config.seed, repetitions=tuple(config.repetitions),
                               per_repetition=config.canaries_per_repetition, audit_canaries=config.audit_canaries,
                               digits=config.secret_digits, prompt_digits=config.extraction_prompt_digits)
 
 
-def _train(config: Any, plan: planting.CanaryPlan, ctx: RunContext) -> Trained:
+def _train(config: MemorizationConfig, plan: planting.CanaryPlan, ctx: RunContext,
+           method: MemorizationMethod) -> Trained:
     """Tokenizer (scratch), training set with the canaries, model, training: what the cache stores."""
     import dataclasses
     import time
 
-    from tasks.memorization.train import build_scratch_model, train_model, unwrap
+    from tasks.memorization.train import build_scratch_model, train_model
 
     start = time.process_time()
     train_texts, _ = corpus.split_topics(held_out_every=config.held_out_every)
@@ -73,16 +81,15 @@ def _train(config: Any, plan: planting.CanaryPlan, ctx: RunContext) -> Trained:
         tokenizer, model = _pretrained(config.model_dir)
     rows = corpus.training_rows(plan=plan, template=config.template, tokenizer=tokenizer, texts=train_texts,
                                 seq_len=config.seq_len, corpus_count=config.corpus_windows, seed=config.seed)
-    model.to(_device(config.device))
-    record = train_model(model, rows, config, progress=lambda d, t: ctx.progress("training", d, t))
-    model = unwrap(model)
+    model.to(resolve_device(config.device))
+    record = train_model(model, rows, config, method=method, progress=lambda d, t: ctx.progress("training", d, t))
     record = dataclasses.replace(record, cpu_s=time.process_time() - start)  # the tokenizer and data too
     return Trained(state=model.state_dict(), model_config=model.config.to_dict(),
                    tokenizer_json=tokenizer.backend_tokenizer.to_str() if config.model == "scratch" else None,
                    record=record)
 
 
-def _instantiate(config: Any, trained: Trained) -> tuple[Any, Any]:
+def _instantiate(config: MemorizationConfig, trained: Trained) -> tuple[Any, Any]:
     """The trained float32 model in eval mode, and its tokenizer."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -100,28 +107,3 @@ def _pretrained(model_dir: str) -> tuple[Any, Any]:
 
     return AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir,
                                                                                           dtype="float32")
-
-
-def _privacy(config: Any, trained: Trained) -> dict[str, float]:
-    """Epsilon recomputed from the noise, sample rate and steps the training really used."""
-    from suite.privacy import all_epsilons, dpsgd_epsilon
-
-    record = trained.record
-    history = [(record.noise_multiplier, record.sample_rate, record.steps)]
-    return {
-        "privacy/epsilon": dpsgd_epsilon(history=history, delta=config.delta, accountant=config.accountant),
-        **all_epsilons(history=history, delta=config.delta),
-        "privacy/delta": config.delta, "privacy/noise_multiplier": record.noise_multiplier,
-        "privacy/sample_rate": record.sample_rate, "privacy/steps": float(record.steps),
-        "privacy/max_grad_norm": config.max_grad_norm,
-    }
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but torch sees no CUDA device; use device=cpu or auto")
-    return name

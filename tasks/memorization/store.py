@@ -23,6 +23,7 @@ from typing import IO, Any
 import torch
 
 from suite.cache import build_once, cache_key, cache_root
+from tasks.memorization.config import MemorizationConfig
 from tasks.memorization.train import TrainingRecord
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Trained:
     record: TrainingRecord
 
 
-def training_key(config: Any) -> dict[str, Any]:
+def training_key(config: MemorizationConfig) -> dict[str, Any]:
     """What determines the trained model: the config without its evaluation keys, and library versions."""
     import opacus
     import transformers
@@ -54,7 +55,7 @@ def training_key(config: Any) -> dict[str, Any]:
             "transformers": transformers.__version__, "opacus": opacus.__version__}
 
 
-def cached_training(config: Any, train: Callable[[], Trained], *, root: Path | None = None) -> tuple[Trained, bool]:
+def cached_training(config: MemorizationConfig, train: Callable[[], Trained], *, root: Path | None = None) -> tuple[Trained, bool]:
     """The trained model of ``config``, from the cache or trained now by ``train()``; ``(trained, hit)``."""
     path = (root or cache_root(FAMILY)) / f"{cache_key(training_key(config))}.pt"
 

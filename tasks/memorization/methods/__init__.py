@@ -1,0 +1,1 @@
+"""The memorization family's methods, one module each: how the model with the planted canaries is trained."""
