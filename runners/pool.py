@@ -94,9 +94,16 @@ class CellPool(ABC):
         return self.outcomes
 
     def _start(self, cell: Cell) -> None:
-        run_id = open_run(self.tracker, cell)
-        key, handle = self._launch(cell)
-        self.active[key] = Active(cell, run_id, key, handle, time.monotonic())
+        started, started_ms = time.monotonic(), int(time.time() * 1000)
+        key, handle = self._launch(cell)  # the cell starts while its run is opened: the run's wall counts from here
+        item = Active(cell, "", key, handle, started)
+        try:
+            item.run_id = open_run(self.tracker, cell, start_time=started_ms)
+        except BaseException:
+            self._stop(item)
+            self._release(item)
+            raise
+        self.active[key] = item
         self.display.cell_started(key, cell.label())
 
     def _poll(self, timeout: float) -> None:

@@ -97,6 +97,7 @@ class _Pool(CellPool):
         self.ctx.set_forkserver_preload(["runners.worker", *preload])
         self.ray_heads = RayHeads()
         self.slots: dict[Connection, int] = {}  # worker slot of each active cell
+        self.exiting: list[Any] = []  # worker processes that sent their result and are exiting
 
     def run(self, cells: Iterable[Cell], cached: int = 0) -> list[Outcome]:
         cells = list(cells)
@@ -106,6 +107,10 @@ class _Pool(CellPool):
         try:
             return super().run(cells, cached)
         finally:
+            for process in self.exiting:
+                process.join(10)
+                if process.exitcode is None:
+                    process.kill()
             self.ray_heads.close()
 
     def _end(self, item: Active, status: str, reason: str = "", metrics: dict[str, float] | None = None) -> None:
@@ -157,9 +162,13 @@ class _Pool(CellPool):
         item.handle.kill()
 
     def _release(self, item: Active) -> None:
+        """Free the cell's slot at once; its process, which has sent everything, is reaped later
+        (the next cell need not wait for an interpreter with torch loaded to shut down)."""
         item.key.close()
-        item.handle.join(10)
         del self.slots[item.key]
+        self.exiting = [p for p in self.exiting if p.exitcode is None]  # exitcode reaps the finished ones
+        if item.handle.exitcode is None:
+            self.exiting.append(item.handle)
 
 
 def _ray_cpus(cell: Cell) -> int | None:
