@@ -70,7 +70,7 @@ def interrupt_name(exc: KeyboardInterrupt, since: float) -> str:
     return "SIGTERM" if any(t >= since for t in _SIGTERMS_RECEIVED) else "SIGINT"
 
 
-def open_run(tracker: Tracker, cell: Cell) -> str:
+def open_run(tracker: Tracker, cell: Cell, start_time: int | None = None) -> str:
     task = get_task(cell.task)
     config = task.parse(cell.config)
     tags = task().tags(config)
@@ -78,7 +78,7 @@ def open_run(tracker: Tracker, cell: Cell) -> str:
     if reference is not None:
         tags["suite.reference_hash"] = config_hash(task.name, task.version, reference)
     return tracker.open_run(task=cell.task, task_version=task.version, tier=cell.tier, config=config,
-                            config_hash=cell.hash, tags=tags)
+                            config_hash=cell.hash, tags=tags, start_time=start_time)
 
 
 def record_result(tracker: Tracker, run_id: str, cell: Cell, result: CellResult) -> None:

@@ -1,13 +1,14 @@
 """The one run lifecycle: which cells run (:func:`run_cells`), and the pools that run them.
 
-:func:`run_cells` first marks RUNNING runs whose process died as KILLED, skips cells with a
-FINISHED run (unless forced) and cells a live process is running now (BUSY), hands the rest to a
-pool, and links slowdowns to reference runs. A pool runs at most ``jobs`` cells at once, each with
-its time limit; it opens a cell's MLflow run before the cell starts and ends it when the cell
-does: FINISHED with its metrics, FAILED with the reason (an exception, a NaN, a dead worker, a
-time limit), or KILLED when Ctrl-C or SIGTERM stops it. Only the way a cell is launched, waited
-on and stopped differs between pools (in this process in runners/local.py, forkserver processes
-in runners/sweep.py, Ray tasks in runners/ray.py); those are the hooks below.
+:func:`run_cells` first marks RUNNING runs whose process died as KILLED, skips cells with a FINISHED
+run (unless forced) and cells a live process is running now (BUSY), hands the rest to a pool,
+longest first (runners/schedule.py), and links slowdowns to reference runs. A pool runs at most
+``jobs`` cells at once, each with its time limit; it opens a cell's MLflow run before the cell
+starts and ends it when the cell does: FINISHED with its metrics, FAILED with the reason (an
+exception, a NaN, a dead worker, a time limit), or KILLED when Ctrl-C or SIGTERM stops it. Only the
+way a cell is launched, waited on and stopped differs between pools (in this process in
+runners/local.py, forkserver processes in runners/sweep.py, Ray tasks in runners/ray.py); those are
+the hooks below.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rich.markup import escape
 from runners.cell import Cell
 from runners.outcome import Outcome, interrupt_name, open_run, sigterm_as_interrupt
 from runners.references import link_slowdowns
+from runners.schedule import longest_first
 from suite.progress import Display
 from suite.tracking import Tracker
 
@@ -45,7 +47,7 @@ def run_cells(cells: Iterable[Cell], *, tracker: Tracker, pool: Callable[[], Cel
         else:
             pending.append(cell)
     if pending:
-        outcomes.extend(pool().run(pending, cached=len(cells) - len(pending)))
+        outcomes.extend(pool().run(longest_first(pending, tracker), cached=len(cells) - len(pending)))
     for family in families:
         link_slowdowns(tracker, family)
     return outcomes
@@ -92,9 +94,16 @@ class CellPool(ABC):
         return self.outcomes
 
     def _start(self, cell: Cell) -> None:
-        run_id = open_run(self.tracker, cell)
-        key, handle = self._launch(cell)
-        self.active[key] = Active(cell, run_id, key, handle, time.monotonic())
+        started, started_ms = time.monotonic(), int(time.time() * 1000)
+        key, handle = self._launch(cell)  # the cell starts while its run is opened: the run's wall counts from here
+        item = Active(cell, "", key, handle, started)
+        try:
+            item.run_id = open_run(self.tracker, cell, start_time=started_ms)
+        except BaseException:
+            self._stop(item)
+            self._release(item)
+            raise
+        self.active[key] = item
         self.display.cell_started(key, cell.label())
 
     def _poll(self, timeout: float) -> None:

@@ -7,6 +7,10 @@
   libraries once, with a time limit: a hung cell is killed and recorded FAILED, and the
   sweep goes on.
 * ``jobs`` cells run at once. Workers only compute; this process does every MLflow write.
+* Cells start longest first (runners/schedule.py), so no long cell starts last and leaves the
+  other workers idle at the end.
+* Cells that start a Ray runtime (Flower's Simulation Engine) join a head their worker slot
+  keeps for the whole sweep (runners/rayhead.py) instead of starting their own.
 * ``ray_address``: the same, with the cells as tasks on a Ray cluster (runners/ray.py).
 
 What is skipped, reaped and linked afterwards is the one lifecycle of :func:`runners.pool.run_cells`.
@@ -20,14 +24,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from rich.markup import escape
+
 from runners import worker
 from runners.cell import Cell
 from runners.outcome import Outcome, record_result
 from runners.pool import Active, CellPool, run_cells
+from runners.rayhead import RayHeads
 from suite.errors import ConfigError
 from suite.registry import unknown_name_message
 from suite.resolve import grid
-from suite.task import Task
+from suite.task import Task, get_task
 from suite.tracking import Tracker
 
 
@@ -88,12 +95,44 @@ class _Pool(CellPool):
         self.threads = max(1, (os.cpu_count() or 1) // jobs)
         self.ctx = mp.get_context("forkserver")
         self.ctx.set_forkserver_preload(["runners.worker", *preload])
+        self.ray_heads = RayHeads()
+        self.slots: dict[Connection, int] = {}  # worker slot of each active cell
+        self.exiting: list[Any] = []  # worker processes that sent their result and are exiting
+
+    def run(self, cells: Iterable[Cell], cached: int = 0) -> list[Outcome]:
+        cells = list(cells)
+        for cpus in sorted({c for c in map(_ray_cpus, cells) if c}):  # start while the first cells run
+            for slot in range(min(self.jobs, len(cells))):
+                self.ray_heads.prepare(slot, cpus)
+        try:
+            return super().run(cells, cached)
+        finally:
+            for process in self.exiting:
+                process.join(10)
+                if process.exitcode is None:
+                    process.kill()
+            self.ray_heads.close()
+
+    def _end(self, item: Active, status: str, reason: str = "", metrics: dict[str, float] | None = None) -> None:
+        if status != "FINISHED":  # what the cell left on its Ray head must not reach the slot's next cell
+            self.ray_heads.discard(self.slots[item.key])
+        super()._end(item, status, reason, metrics)
 
     def _launch(self, cell: Cell) -> tuple[Connection, Any]:
+        slot = min(set(range(self.jobs)) - set(self.slots.values()))
+        env = {}
+        cpus = _ray_cpus(cell)
+        if cpus:
+            try:
+                env["RAY_ADDRESS"] = self.ray_heads.address(slot, cpus)
+            except RuntimeError as exc:  # the cell can still start a Ray of its own, only slower
+                self.display.log(f"[yellow]{escape(str(exc))}; {escape(cell.label())} starts its own[/]")
         parent, child = self.ctx.Pipe(duplex=False)
-        process = self.ctx.Process(target=worker.main, args=(cell, cell.threads or self.threads, child), daemon=True)
+        process = self.ctx.Process(target=worker.main, args=(cell, cell.threads or self.threads, child, env),
+                                   daemon=True)
         process.start()
         child.close()
+        self.slots[parent] = slot
         return parent, process
 
     def _ready(self, timeout: float) -> list[Connection]:
@@ -123,5 +162,16 @@ class _Pool(CellPool):
         item.handle.kill()
 
     def _release(self, item: Active) -> None:
+        """Free the cell's slot at once; its process, which has sent everything, is reaped later
+        (the next cell need not wait for an interpreter with torch loaded to shut down)."""
         item.key.close()
-        item.handle.join(10)
+        del self.slots[item.key]
+        self.exiting = [p for p in self.exiting if p.exitcode is None]  # exitcode reaps the finished ones
+        if item.handle.exitcode is None:
+            self.exiting.append(item.handle)
+
+
+def _ray_cpus(cell: Cell) -> int | None:
+    """CPUs of the Ray runtime the cell's task starts (None: it starts none)."""
+    task = get_task(cell.task)
+    return task().ray_cpus(task.parse(cell.config))

@@ -7,6 +7,7 @@ parallel cells cannot lose or corrupt a write, and a killed worker leaves nothin
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import time
 from multiprocessing.connection import Connection
@@ -31,7 +32,9 @@ def _die_with_parent() -> None:
         pass  # not Linux: the worker notices the closed pipe instead
 
 
-def main(cell: Cell, threads: int, conn: Connection) -> None:
+def main(cell: Cell, threads: int, conn: Connection, env: dict[str, str] | None = None) -> None:
+    """Run ``cell`` with ``threads`` torch threads and ``env`` added to the environment; send its result."""
+    os.environ.update(env or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent()
     last = 0.0

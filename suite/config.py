@@ -16,7 +16,11 @@ A tier file ``tasks/<family>/configs/<tier>.yaml`` has these top-level keys:
     the per-cell time limit of a sweep;
 ``threads``
     torch threads per cell (default: the machine's cores divided by the sweep's jobs);
-    tiny models run fastest on one thread.
+    tiny models run fastest on one thread;
+``estimates``
+    expected seconds of cells a store has never run, for a sweep's longest-first order: a list of
+    ``{seconds: S, <key>: <value>, ...}``, the first entry whose keys all match a cell giving its
+    estimate (an entry with no keys matches every cell). Durations the store holds come first.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from suite.errors import ConfigError
 from suite.registry import unknown_name_message
 
 TIERS = ("quick", "full")
-_TIER_KEYS = {"defaults", "grid", "smoke", "timeout_s", "threads"}
+_TIER_KEYS = {"defaults", "grid", "smoke", "timeout_s", "threads", "estimates"}
 
 
 class BaseConfig(BaseModel):
@@ -130,6 +134,7 @@ class Tier:
     smoke: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 600.0
     threads: int | None = None
+    estimates: list[dict[str, Any]] = field(default_factory=list)  # {seconds, key: value...} for never-run cells
     path: Path | None = None  # the file it was read from, for errors
 
 
@@ -160,8 +165,21 @@ def load_tier(config_dir: Path, tier: str) -> Tier:
         smoke=dict(raw.get("smoke") or {}),
         timeout_s=float(raw.get("timeout_s", 600.0)),
         threads=int(raw["threads"]) if raw.get("threads") else None,
+        estimates=_estimates(path, raw.get("estimates") or []),
         path=path,
     )
+
+
+def _estimates(path: Path, raw: Any) -> list[dict[str, Any]]:
+    """The ``estimates`` entries, each a mapping with a positive number ``seconds``."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: estimates must be a list of mappings with a 'seconds' key")
+    for i, entry in enumerate(raw):
+        seconds = entry.get("seconds") if isinstance(entry, dict) else None
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+            raise ConfigError(f"{path}: estimates[{i}] must be a mapping with a positive number 'seconds', "
+                              f"got {entry!r}")
+    return [dict(entry) for entry in raw]
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:

@@ -124,6 +124,14 @@ class Task:
         """The config whose run this one's slowdown is measured against, if any."""
         return self.method_of(config).reference(config) if self.method_registry else None
 
+    def ray_cpus(self, config: Any) -> int | None:
+        """CPUs of the Ray runtime the run starts, if it starts one (None: it does not).
+
+        A local sweep then starts one Ray head per worker slot and lends it to the run through
+        ``RAY_ADDRESS`` (runners/rayhead.py), instead of each run starting its own.
+        """
+        return None
+
     # -- helpers the runners use; tasks need not touch them --------------------------
 
     @classmethod

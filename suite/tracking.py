@@ -137,8 +137,12 @@ class Tracker:
     # -- run life cycle ---------------------------------------------------------------
 
     def open_run(self, *, task: str, task_version: str, tier: str, config: BaseConfig, config_hash: str,
-                 tags: Mapping[str, str]) -> str:
-        """Create a RUNNING run with the contracted tags, the config as params and as JSON."""
+                 tags: Mapping[str, str], start_time: int | None = None) -> str:
+        """Create a RUNNING run with the contracted tags, the config as params and as JSON.
+
+        ``start_time`` (ms since the epoch; default now): when the run's computation started, if
+        that was before this call (a pool launches a cell's worker, then opens its run).
+        """
         from mlflow.entities import Param, RunTag
 
         values = config.model_dump(mode="json")
@@ -155,7 +159,7 @@ class Tracker:
             **tags,
         }
         run = retry(self.client.create_run, self.experiment_id(task), run_name=_run_name(values, config_hash),
-                    tags=all_tags)
+                    tags=all_tags, start_time=start_time)
         run_id = run.info.run_id
         params = [Param(k, _param_value(v)) for k, v in sorted(values.items())]
         retry(self.client.log_batch, run_id, params=params, tags=[RunTag("suite.params", "logged")])
@@ -175,11 +179,12 @@ class Tracker:
         the headline one. ``examples``: per-example test scores, each logged as
         ``examples/<axis>.<name>.json``.
         """
-        last = 0
-        for step, values in history:
-            self.log_metrics(run_id, values, step=step)
-            last = max(last, step)
-        self.log_metrics(run_id, metrics, step=last)
+        last = max((step for step, _ in history), default=0)
+        entries = [(step, key, value, 0) for step, values in history for key, value in values.items()]
+        # The final values a millisecond later than the history: MLflow's latest value (the headline)
+        # is the one of the highest step, then the latest timestamp.
+        entries += [(last, key, value, 1) for key, value in sorted(metrics.items())]
+        self.log_metrics_at(run_id, entries)
         self.log_json(run_id, "environment.json", environment)
         for scores in examples:
             retry(self.client.log_text, run_id, json.dumps(scores.to_json(), separators=(",", ":")), scores.artifact)
@@ -197,12 +202,17 @@ class Tracker:
         retry(self.client.set_terminated, run_id, status=status)
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        self.log_metrics_at(run_id, [(step, k, v, 0) for k, v in sorted(metrics.items())])
+
+    def log_metrics_at(self, run_id: str, entries: Sequence[tuple[int, str, float, int]]) -> None:
+        """Log (step, key, value, ms after now) entries, in as few write transactions as MLflow's
+        batch limit allows."""
         from mlflow.entities import Metric as MlflowMetric
 
         now = int(time.time() * 1000)
-        batch = [MlflowMetric(k, float(v), now, step) for k, v in sorted(metrics.items())]
-        for i in range(0, len(batch), 500):
-            retry(self.client.log_batch, run_id, metrics=batch[i:i + 500])
+        batch = [MlflowMetric(key, float(value), now + later, step) for step, key, value, later in entries]
+        for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
+            retry(self.client.log_batch, run_id, metrics=batch[i:i + 1000])
 
     def log_json(self, run_id: str, name: str, payload: Any) -> None:
         retry(self.client.log_text, run_id, json.dumps(payload, indent=2, sort_keys=True, default=str), name)
