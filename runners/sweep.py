@@ -4,8 +4,8 @@
   skipped (``--force`` reruns it), a FAILED one is run again.
 * RUNNING runs whose process died (a killed earlier sweep) are first marked KILLED.
 * Each cell runs in a worker process forked from a server that imported the heavy
-  libraries once, with a time limit: a hung cell is killed and recorded FAILED, and the
-  sweep goes on.
+  libraries once (the next cell's worker is forked while the running cells compute), with a
+  time limit: a hung cell is killed and recorded FAILED, and the sweep goes on.
 * ``jobs`` cells run at once. Workers only compute; this process does every MLflow write.
 * Cells start longest first (runners/schedule.py), so no long cell starts last and leaves the
   other workers idle at the end.
@@ -98,15 +98,21 @@ class _Pool(CellPool):
         self.ray_heads = RayHeads()
         self.slots: dict[Connection, int] = {}  # worker slot of each active cell
         self.exiting: list[Any] = []  # worker processes that sent their result and are exiting
+        self.spare: tuple[Connection, Any] | None = None  # a worker started ahead, waiting for a cell
+        self.unlaunched = 0  # cells of this sweep not yet launched
 
     def run(self, cells: Iterable[Cell], cached: int = 0) -> list[Outcome]:
         cells = list(cells)
         for cpus in sorted({c for c in map(_ray_cpus, cells) if c}):  # start while the first cells run
             for slot in range(min(self.jobs, len(cells))):
                 self.ray_heads.prepare(slot, cpus)
+        self.unlaunched = len(cells)
         try:
             return super().run(cells, cached)
         finally:
+            if self.spare:
+                self.spare[0].close()  # the spare worker reads EOF and exits
+                self.exiting.append(self.spare[1])
             for process in self.exiting:
                 process.join(10)
                 if process.exitcode is None:
@@ -127,13 +133,30 @@ class _Pool(CellPool):
                 env["RAY_ADDRESS"] = self.ray_heads.address(slot, cpus)
             except RuntimeError as exc:  # the cell can still start a Ray of its own, only slower
                 self.display.log(f"[yellow]{escape(str(exc))}; {escape(cell.label())} starts its own[/]")
-        parent, child = self.ctx.Pipe(duplex=False)
-        process = self.ctx.Process(target=worker.main, args=(cell, cell.threads or self.threads, child, env),
-                                   daemon=True)
-        process.start()
-        child.close()
+        parent, process = self.spare or self._spawn()
+        self.spare = None
+        try:
+            parent.send((cell, cell.threads or self.threads, env))
+        except OSError:  # the spare died while it waited: start one for this cell
+            process.kill()
+            parent, process = self._spawn()
+            parent.send((cell, cell.threads or self.threads, env))
+        self.unlaunched -= 1
         self.slots[parent] = slot
         return parent, process
+
+    def _spawn(self) -> tuple[Connection, Any]:
+        """A worker process forked from the server, waiting for its cell (runners.worker.serve)."""
+        parent, child = self.ctx.Pipe(duplex=True)
+        process = self.ctx.Process(target=worker.serve, args=(child,), daemon=True)
+        process.start()
+        child.close()
+        return parent, process
+
+    def _poll(self, timeout: float) -> None:
+        if self.spare is None and self.unlaunched > 0:
+            self.spare = self._spawn()  # while the running cells compute
+        super()._poll(timeout)
 
     def _ready(self, timeout: float) -> list[Connection]:
         return wait(list(self.active), timeout=timeout)  # type: ignore[arg-type]
