@@ -137,9 +137,7 @@ def _text(value: Any) -> str:
 
 def check_claims(task: Any) -> None:
     """Raise if a task's claims name unknown keys, methods or metrics, or repeat an id."""
-    fields = set(task.Config.model_fields)
-    if getattr(task, "method_registry", None) is not None:  # a plugin family: every method's keys
-        fields |= set(task.method_registry.holders())
+    fields = set(task.Config.model_fields) | set(task.method_registry.holders())  # every method's keys
     ids = set()
     for claim in task.claims:
         if not isinstance(claim, Claim):
