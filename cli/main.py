@@ -124,14 +124,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     out = _stdout()
     out.print(f"[bold]{task.name}[/] ({args.tier} tier, task version {task.version}): {task.description}")
     out.print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip(), markup=False)
-    title = f"keys of method {config.method}" if task.method_registry else "keys"
-    table = Table("key", "type", "default", "allowed", "meaning", title=title)
+    table = Table("key", "type", "default", "allowed", "meaning", title=f"keys of method {config.method}")
     for row in describe_fields(task.config_model(config.method)):
         table.add_row(row["key"], row["type"], repr(row["default"]), row["allowed"], row["doc"])
     out.print(table)
-    if task.method_registry:
-        others = [m for m in task.methods() if m != config.method]
-        out.print(f"other methods: {', '.join(others) or 'none'} (--set method=NAME lists a method's keys)")
+    others = [m for m in task.methods() if m != config.method]
+    out.print(f"other methods: {', '.join(others) or 'none'} (--set method=NAME lists a method's keys)")
     spec = task.tier(args.tier)
     out.print(f"{args.tier} grid: {len(expand_grid(spec.grid))} cells (before de-duplication), "
               f"timeout {spec.timeout_s:g} s per cell")

@@ -17,9 +17,12 @@ inconclusive. The margin defaults to no effect (0 for a difference, 1 for a rati
 value of every other config key, except:
 
 * the compared keys (those named in ``a`` or ``b``);
-* keys one side never sets: null or absent on every run of one side and set on the other. They
-  belong to one method (a method resets the keys it does not read, e.g. ``delta`` of RR, the
-  codec keys of FedAvg), so they cannot be matched;
+* keys one side never sets: absent from the config of every run of one side (its methods'
+  configs lack them, e.g. RR has no ``delta``, FedAvg no codec keys) or null there, and set on
+  some run of the other side. Such a key has no value to match, so it is left out of pairing
+  (``Pairing.one_sided``, the site's ``not_paired_on``) rather than leaving every run unpaired.
+  A key that only some runs of a side lack is still paired on: a missing value matches only a
+  missing (or null) one;
 * keys the claim lists in ``ignore``.
 
 Every other key must match, so a key added to a family later (and set alike on both sides)
@@ -137,9 +140,7 @@ def _text(value: Any) -> str:
 
 def check_claims(task: Any) -> None:
     """Raise if a task's claims name unknown keys, methods or metrics, or repeat an id."""
-    fields = set(task.Config.model_fields)
-    if getattr(task, "method_registry", None) is not None:  # a plugin family: every method's keys
-        fields |= set(task.method_registry.holders())
+    fields = set(task.Config.model_fields) | set(task.method_registry.holders())  # every method's keys
     ids = set()
     for claim in task.claims:
         if not isinstance(claim, Claim):

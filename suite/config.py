@@ -28,14 +28,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from suite.errors import ConfigError
 from suite.registry import unknown_name_message
@@ -89,39 +88,6 @@ class DeviceChoice(BaseModel):
     """Mixin of a family that trains with torch; :func:`suite.device.resolve_device` reads it."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto picks cuda when available
-
-
-class TaskConfig(BaseConfig):
-    """A flat config: every key of every method of the task in one model.
-
-    Transition (issue 17): the families not yet converted to method plugins subclass this; remove
-    it once every family declares a method registry.
-    """
-
-    epsilon: float | None = Field(None, gt=0)  # target privacy budget, for methods that have one
-    delta: float | None = Field(None, gt=0, lt=1)  # target delta, for methods that have one
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _budget_is_finite(cls, values: Any, handler: Any) -> Any:
-        """A non-finite epsilon or delta is refused even where a task then drops the key (a non-private
-        method resets them): it is a mistake in the input, never a budget. This wrap validator sees the
-        values before any subclass's ``mode="before"`` validator does."""
-        if isinstance(values, Mapping):
-            for key in ("epsilon", "delta"):
-                if _non_finite(values.get(key)):
-                    raise ValueError(f"{key} must be a finite number (got {values[key]!r})")
-        return handler(values)
-
-
-def _non_finite(value: Any) -> bool:
-    """A float, or text pydantic would read as one ("inf", "nan", "1e400"), that is not finite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return False
-    try:
-        return not math.isfinite(float(value))
-    except (ValueError, OverflowError):
-        return False
 
 
 @dataclass(frozen=True)

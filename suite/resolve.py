@@ -1,16 +1,13 @@
-"""From a task's tier file and overrides to a validated config, for both shapes of task config.
+"""From a task's tier file and overrides to a validated config.
 
-A task whose methods are plugins (``Task.method_registry``, see :mod:`suite.method`): the
-method is the last ``method`` that a layer sets (tier defaults, grid point, overrides), and its
-config class validates the result.
+A task's methods are plugins (``Task.method_registry``, see :mod:`suite.method`): the method is
+the last ``method`` that a layer sets (tier defaults, grid point, overrides), and its config
+class validates the result.
 
 * Lenient layers (the tier's ``defaults`` and ``smoke``, a sweep's ``--set``) apply to the keys
   the method has and pass over the others.
 * Strict layers (a grid point, ``suite run --set``, a stored config) must name keys of the
   method: a key of another method is refused, naming the methods that have it.
-
-A task with one flat config (transition, issue 17: remove with ``TaskConfig``): every layer is
-merged and validated by that one model, which refuses any key it lacks.
 
 >>> resolve(get_task("toy"), "quick", {"method": "hang", "hang_s": 1})   # doctest: +SKIP
 HangConfig(method='hang', seed=0, sleep_s=0.0, value=0.5, hang_s=1.0)
@@ -48,14 +45,8 @@ def strict(values: Mapping[str, Any] | None) -> Layer:
 
 def build(task: type[Task], layers: Sequence[Layer]) -> BaseConfig:
     """The task's config from ``layers`` (later ones win), validated; a ConfigError names each bad key."""
-    registry = task.method_registry
-    if registry is None:  # transition: a flat config takes every layer as it is
-        merged: dict[str, Any] = {}
-        for layer in layers:
-            merged.update(layer.values)
-        return build_config(task.Config, merged)
     method = _method(task, layers)
-    model = registry.get(method).Config
+    model = task.method_registry.get(method).Config
     values: dict[str, Any] = {}
     for layer in layers:
         if layer.strict:
@@ -93,8 +84,6 @@ def grid(task: type[Task], tier: str, overrides: Mapping[str, Any] | None = None
 
 def defaults_of(task: type[Task], tier: str, method: str) -> dict[str, Any]:
     """The tier's default values for ``method`` (as JSON values), to show what a cell changes."""
-    if task.method_registry is None:  # transition: the flat config's tier default
-        return resolve(task, tier).model_dump(mode="json")
     spec = task.tier(tier)
     try:
         return build(task, [lenient(spec.defaults), lenient({"method": method})]).model_dump(mode="json")
@@ -103,9 +92,7 @@ def defaults_of(task: type[Task], tier: str, method: str) -> dict[str, Any]:
 
 
 def check_tier(task: type[Task], spec: Tier) -> None:
-    """In a plugin-shaped task, ``defaults`` and ``smoke`` may set any method's keys, but no key that no method has."""
-    if task.method_registry is None:
-        return
+    """``defaults`` and ``smoke`` may set any method's keys, but no key that no method has."""
     holders = task.method_registry.holders()
     for section in ("defaults", "smoke"):
         for key in getattr(spec, section):

@@ -15,10 +15,6 @@ one file of the family's ``methods`` package::
 ``Task.run`` runs the config's method; a family whose methods vary one step of a shared
 pipeline overrides ``run`` and calls that step on ``self.method_of(config)``.
 
-Transition (issue 17): a task without a method registry keeps one flat ``Config`` (a
-:class:`~suite.config.TaskConfig` whose ``method`` is a ``Literal``) and its own ``run``,
-``privacy_unit`` and ``accountant``, as before; remove that path once every family is converted.
-
 Task modules must import only light libraries at module level (pydantic, the suite core):
 ``suite list`` imports every task module and its methods, and heavy libraries (torch, opacus,
 flwr, transformers, ray) belong inside ``run`` or in a sibling module it imports.
@@ -28,7 +24,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import typing
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -85,7 +80,7 @@ class Task:
     version: ClassVar[str] = "1"
     description: ClassVar[str] = ""
     Config: ClassVar[type[BaseConfig]]
-    method_registry: ClassVar[MethodRegistry | None] = None  # None: a flat Config (transition)
+    method_registry: ClassVar[MethodRegistry]
     metrics: ClassVar[Mapping[str, Metric]]
     preload: ClassVar[tuple[str, ...]] = ()
     # (x metric, y metric) pairs the leaderboard draws as Pareto plots, e.g. accuracy vs epsilon.
@@ -104,25 +99,23 @@ class Task:
 
     def method_of(self, config: BaseConfig) -> Method:
         """The method that runs ``config``."""
-        if self.method_registry is None:
-            raise TypeError(f"task {self.name!r} has no method registry (a flat config)")
         return self.method_registry.get(config.method)()
 
     def privacy_unit(self, config: Any) -> str:
         """What one privacy guarantee protects: example, label, client, or none."""
-        return self.method_of(config).privacy_unit(config) if self.method_registry else "none"
+        return self.method_of(config).privacy_unit(config)
 
     def accountant(self, config: Any) -> str:
         """The accountant behind ``privacy/epsilon`` (``none`` when there is none)."""
-        return self.method_of(config).accountant(config) if self.method_registry else "none"
+        return self.method_of(config).accountant(config)
 
     def sampler(self, config: Any) -> str | None:
         """How a DP run samples its batches (tag ``privacy.sampler``); None when the run is not DP."""
-        return self.method_of(config).sampler(config) if self.method_registry else None
+        return self.method_of(config).sampler(config)
 
     def reference(self, config: Any) -> BaseConfig | None:
         """The config whose run this one's slowdown is measured against, if any."""
-        return self.method_of(config).reference(config) if self.method_registry else None
+        return self.method_of(config).reference(config)
 
     def ray_cpus(self, config: Any) -> int | None:
         """CPUs of the Ray runtime the run starts, if it starts one (None: it does not).
@@ -138,9 +131,11 @@ class Task:
     def check_declaration(cls) -> None:
         if not isinstance(getattr(cls, "Config", None), type) or not issubclass(cls.Config, BaseConfig):
             raise TypeError(f"task {cls.__name__} must set Config to a BaseConfig subclass")
-        if cls.method_registry is None and cls.run is Task.run:
-            raise TypeError(f"task {cls.__name__} must set method_registry or write run")
-        if cls.method_registry is not None and not issubclass(cls.method_registry.base, cls.Config):
+        registry = getattr(cls, "method_registry", None)
+        if not isinstance(registry, MethodRegistry):
+            raise TypeError(f"task {cls.__name__} must set method_registry to its family's MethodRegistry "
+                            f"(got {registry!r}): each method is a class with its own config (suite.method)")
+        if not issubclass(registry.base, cls.Config):
             raise TypeError(f"task {cls.__name__}: its methods' base config must be Config or a subclass")
         check_schema(cls.metrics)
         if not isinstance(cls.notes, tuple) or not all(isinstance(n, str) and n.strip() for n in cls.notes):
@@ -158,17 +153,12 @@ class Task:
     @classmethod
     def methods(cls) -> tuple[str, ...]:
         """The names of the task's methods."""
-        if cls.method_registry is not None:
-            return tuple(cls.method_registry.names())
-        annotation = cls.Config.model_fields["method"].annotation  # transition: a flat config's Literal
-        if typing.get_origin(annotation) is typing.Literal:
-            return tuple(typing.get_args(annotation))
-        raise TypeError(f"{cls.__name__}.Config.method must be a Literal of the task's methods")
+        return tuple(cls.method_registry.names())
 
     @classmethod
     def config_model(cls, method: str) -> type[BaseConfig]:
-        """The config class of ``method`` (the flat Config of a task without a method registry)."""
-        return cls.method_registry.get(method).Config if cls.method_registry else cls.Config
+        """The config class of ``method``."""
+        return cls.method_registry.get(method).Config
 
     @classmethod
     def result_schema(cls, phases: Iterable[str] = ()) -> dict[str, Metric]:

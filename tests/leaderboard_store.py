@@ -24,7 +24,7 @@ from runners.local import run_one
 from runners.outcome import open_run
 from runners.cell import Cell
 from runners.sweep import plan, run_sweep
-from suite.config import TaskConfig, config_hash
+from suite.config import ApproxDPBudget, BaseConfig, PureDPBudget, config_hash
 from suite.schema import Metric
 from suite.task import get_task
 from suite.tracking import Tracker
@@ -56,14 +56,14 @@ def make_store(tracker: Tracker) -> None:
         run_one(dpsgd, "quick", dpsgd.resolve("quick", {**DPSGD_TINY, **overrides}), tracker=tracker)
 
 
-def kill_a_run(tracker: Tracker, config: TaskConfig) -> str:
+def kill_a_run(tracker: Tracker, config: BaseConfig) -> str:
     """A run that was interrupted: opened, then ended KILLED."""
     run_id = open_run(tracker, Cell.make(get_task("toy"), "quick", config))
     tracker.end(run_id, "KILLED", "interrupted by SIGTERM")
     return run_id
 
 
-def _log(tracker: Tracker, task: str, version: str, config: TaskConfig, metrics: dict[str, float],
+def _log(tracker: Tracker, task: str, version: str, config: BaseConfig, metrics: dict[str, float],
          schema: dict[str, Metric], unit: str, pareto: list[list[str]], notes: tuple[str, ...] = ()) -> str:
     """Log one FINISHED run as the runners do, for a task version or family that is not registered."""
     digest = config_hash(task, version, config)
@@ -93,8 +93,23 @@ def _log_old_toy_version(tracker: Tracker) -> None:
     tracker.end(run_id, "FAILED", "RuntimeError: old version broke")
 
 
-class PrivConfig(TaskConfig):
-    method: Literal["nonprivate", "dpsgd", "rr"] = "dpsgd"  # example-level DP, label DP, or none
+class NonPrivateConfig(BaseConfig):
+    method: Literal["nonprivate"] = "nonprivate"  # no DP
+
+
+class DPSGDConfig(ApproxDPBudget, BaseConfig):
+    method: Literal["dpsgd"] = "dpsgd"  # example-level (epsilon, delta)-DP
+
+
+class RRConfig(PureDPBudget, BaseConfig):
+    method: Literal["rr"] = "rr"  # label-level pure epsilon-DP
+
+
+def priv_config(method: str, seed: int, epsilon: float | None) -> BaseConfig:
+    """A privtoy config as its method's own model holds it: only dpsgd has a delta, only the private ones epsilon."""
+    if method == "dpsgd":
+        return DPSGDConfig(seed=seed, epsilon=epsilon, delta=1e-5)
+    return RRConfig(seed=seed, epsilon=epsilon) if method == "rr" else NonPrivateConfig(seed=seed)
 
 
 PRIV_SCHEMA = {"utility/accuracy": Metric("higher", "fraction", "test accuracy"),
@@ -119,7 +134,7 @@ PRIV_NOTE = "The rr hyperparameters were tuned without accounting (a test note).
 def _log_privacy_family(tracker: Tracker) -> None:
     for method, (unit, epsilon, accuracies) in PRIV_RUNS.items():
         for seed, accuracy in enumerate(accuracies):
-            config = PrivConfig(method=method, seed=seed, epsilon=epsilon, delta=1e-5 if epsilon else None)
+            config = priv_config(method, seed, epsilon)
             metrics = {"utility/accuracy": accuracy, "compute/wall_s": 1.0 + seed}
             if epsilon:
                 metrics["privacy/epsilon"] = epsilon - 0.01 * (seed + 1)

@@ -33,10 +33,6 @@ FORBIDDEN = {
     "cli": set(),
     "benchmarks": set(),
 }
-# Import cycles between a family's task.py and its training modules, fixed when the family's
-# config moves to its own module (issue 17, at each family's conversion). The lead empties this
-# list; any other cycle fails, and so does a listed one that is gone.
-KNOWN_CYCLES: dict[str, set[str]] = {}
 
 
 @dataclass(frozen=True)
@@ -173,14 +169,7 @@ def test_a_layer_imports_only_what_lies_below_it(layer: str) -> None:
 @pytest.mark.parametrize("group", PROJECT.groups())
 def test_no_package_imports_itself_in_a_circle(group: str) -> None:
     found = PROJECT.cycles(group)
-    known = KNOWN_CYCLES.get(group)
-    unexpected = [sorted(c) for c in found if c != known]
-    assert not unexpected, f"import cycle(s) in {group}: {unexpected}"
-    if known is None:
-        return
-    if found:
-        pytest.xfail(f"known cycle {sorted(known)}: goes when the family's config gets its own module")
-    pytest.fail(f"the known cycle of {group} is gone: remove it from KNOWN_CYCLES in {Path(__file__).name}")
+    assert not found, f"import cycle(s) in {group}: {[sorted(c) for c in found]}"
 
 
 def test_the_checks_catch_planted_violations(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from leaderboard.build import build_site, judge
 from leaderboard.collect import collect
 from suite.claims import Claim, PairedRun, pair_runs
 from suite.task import declared_claims
-from suite.config import TaskConfig, config_hash
+from suite.config import BaseConfig, config_hash
 from suite.examples import classification
 from suite.schema import Metric
 from suite.task import discover
@@ -29,10 +29,21 @@ SCHEMA = {"utility/accuracy": Metric("higher", "fraction", "test accuracy"),
           "bandwidth/uplink_bytes": Metric("lower", "bytes", "bytes sent")}
 
 
-class ClaimToyConfig(TaskConfig):
-    method: Literal["base", "good", "same", "bad", "lonely", "plain"] = "base"  # the methods compared
-    knob: float = 1.0  # a key both sides set: must match in a pair
-    only_base: float | None = None  # a key only method base sets (the others reset it)
+class ClaimToyConfig(BaseConfig):
+    knob: float = 1.0  # a key every method has: must match in a pair
+
+
+class OtherConfig(ClaimToyConfig):
+    method: Literal["good", "same", "bad", "lonely", "plain"]  # the methods compared with base
+
+
+class BaseMethodConfig(ClaimToyConfig):
+    method: Literal["base"] = "base"
+    only_base: float = 0.5  # a key only method base has: its runs are paired with runs that lack it
+
+
+def toy_config(method: str, **values: float) -> ClaimToyConfig:
+    return BaseMethodConfig(**values) if method == "base" else OtherConfig(method=method, **values)
 
 
 # method -> accuracy per seed (None: no run of that seed), uplink bytes
@@ -79,12 +90,12 @@ def make_store(tracker: Tracker) -> None:
         for seed, accuracy in enumerate(accuracies):
             if accuracy is None:
                 continue
-            config = ClaimToyConfig(method=method, seed=seed, only_base=0.5 if method == "base" else None)
+            config = toy_config(method, seed=seed)
             _log(tracker, config, {"utility/accuracy": accuracy, "bandwidth/uplink_bytes": BYTES[method]})
     plain, base, target = _predictions()
     for method, predicted in (("plain", plain), ("base", base)):
         scores = classification("utility/accuracy", predicted=predicted, target=target, examples="digits-test")
-        config = ClaimToyConfig(method=method, knob=2.0, seed=0, only_base=0.5 if method == "base" else None)
+        config = toy_config(method, knob=2.0, seed=0)
         _log(tracker, config, {"utility/accuracy": scores.value(), "bandwidth/uplink_bytes": 1.0}, [scores])
 
 
@@ -205,19 +216,19 @@ def test_claims_are_checked_when_a_task_is_declared() -> None:
     with pytest.raises(ValueError, match="paired by seed"):
         Claim("c", paper="p", statement="s", quote=True, a={"method": "x", "seed": 1}, b={"method": "y"},
               metric="utility/accuracy")
-    from suite.task import Task, register_task
+    from suite.task import TASKS, Task, register_task
+    from tests.toy.config import METHODS, ToyConfig
 
-    bad = Claim("c", paper="p", statement="s", quote=True, a={"method": "good"}, b={"method": "nope"},
+    bad = Claim("c", paper="p", statement="s", quote=True, a={"method": "ok"}, b={"method": "nope"},
                 metric="utility/accuracy")
-    with pytest.raises(TypeError, match="methods"):
+    with pytest.raises(TypeError, match=r"methods \['ok', 'nope'\] not all in"):
         @register_task("claimtoy_bad")
         class _Bad(Task):
-            Config = ClaimToyConfig
+            Config = ToyConfig
+            method_registry = METHODS  # the toy's methods: ok, crash, nan, hang, noisy
             metrics = SCHEMA
             claims = (bad,)
-
-            def run(self, config, ctx):  # noqa: ANN001, ANN202
-                return {}
+    assert "claimtoy_bad" not in TASKS
 
 
 def test_every_family_declares_its_papers_claims() -> None:

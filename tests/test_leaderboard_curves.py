@@ -12,7 +12,7 @@ from typing import Literal
 import pytest
 
 from leaderboard.build import build_site
-from suite.config import TaskConfig, config_hash
+from suite.config import ApproxDPBudget, BaseConfig, config_hash
 from suite.schema import Curve, Metric
 from tests.leaderboard_store import Page, board
 
@@ -26,15 +26,25 @@ SCHEMA = {"utility/perplexity": Metric("lower", "ppl", "held-out perplexity"),
 RUNS = {"nonprivate": ("none", None, (1.4, 8.0, 29.0)), "dpsgd": ("example", 1.0, (1.5, 1.6, 2.0))}
 
 
-class CurveConfig(TaskConfig):
-    method: Literal["nonprivate", "dpsgd"] = "dpsgd"  # trained with or without DP
+class NonPrivateConfig(BaseConfig):
+    method: Literal["nonprivate"] = "nonprivate"  # trained without DP
+
+
+class DPSGDConfig(ApproxDPBudget, BaseConfig):
+    method: Literal["dpsgd"] = "dpsgd"  # trained with DP-SGD
+
+
+def curve_config(method: str, seed: int, epsilon: float | None) -> BaseConfig:
+    if method == "dpsgd":
+        return DPSGDConfig(seed=seed, epsilon=epsilon, delta=1e-5)
+    return NonPrivateConfig(seed=seed)
 
 
 @pytest.fixture
 def site(store, tmp_path: Path) -> Path:
     for method, (unit, epsilon, exposures) in RUNS.items():
         for seed in (0, 1):
-            config = CurveConfig(method=method, seed=seed, epsilon=epsilon, delta=1e-5 if epsilon else None)
+            config = curve_config(method, seed, epsilon)
             metrics = {"utility/perplexity": 50.0 + seed,
                        **{key: value + seed / 10 for (_, key), value in zip(CURVE.points, exposures)}}
             if epsilon:

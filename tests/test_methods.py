@@ -1,7 +1,7 @@
 """Methods as plugins: registration, per-method config resolution, hashing, and the runs they make.
 
 The toy task (tests/toy/) is in the plugin shape: methods ok, crash, nan, hang (keys hang_s)
-and noisy (key epsilon, from the budget mixin); the families of tasks/ are still flat.
+and noisy (key epsilon, from the budget mixin), like every family of tasks/.
 """
 
 from __future__ import annotations
@@ -171,12 +171,25 @@ def test_a_method_declares_its_name_once_and_belongs_to_its_family() -> None:
             "__annotations__": {"method": str}, "method": "c"})}))
 
 
-def test_a_task_needs_a_run_or_a_method_registry() -> None:
-    class Flat(BaseConfig):
-        method: Literal["x"] = "x"
+def test_a_task_without_a_method_registry_is_refused() -> None:
+    """A flat config with a Literal method, with or without a run of its own, is not a task: each method
+    is a class with its own config. The refusal names the task and what to set, and registers nothing."""
+    from suite.task import TASKS
 
-    with pytest.raises(TypeError, match="method_registry or write run"):
-        register_task("toy_without_run")(type("NoRun", (Task,), {"Config": Flat, "metrics": {}}))
+    class Flat(BaseConfig):
+        method: Literal["x", "y"] = "x"
+
+    def run(self, config, ctx):  # noqa: ANN001, ANN202
+        return {}
+
+    with_run = type("FlatWithRun", (Task,), {"Config": Flat, "metrics": {}, "run": run})
+    without_run = type("FlatNoRun", (Task,), {"Config": Flat, "metrics": {}})
+    not_a_registry = type("FlatDict", (Task,), {"Config": Flat, "metrics": {}, "method_registry": {"x": Method}})
+    for name, cls in (("toy_flat_run", with_run), ("toy_flat", without_run), ("toy_flat_dict", not_a_registry)):
+        with pytest.raises(TypeError, match=f"task {cls.__name__} must set method_registry to its "
+                                            "family's MethodRegistry"):
+            register_task(name)(cls)
+        assert name not in TASKS
 
 
 def test_method_hooks_give_the_run_its_privacy_tags(store) -> None:
