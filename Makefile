@@ -10,7 +10,7 @@ TIER ?= quick
 TASK ?=
 SITE ?= site
 
-.PHONY: bench bench-dpsgd bench-load test test-slow venv leaderboard clean-results browser
+.PHONY: bench bench-sweep bench-dpsgd bench-load test test-slow venv leaderboard clean-results browser
 
 venv: $(STAMP)
 
@@ -50,6 +50,11 @@ test-slow: $(STAMP)
 
 clean-results:
 	rm -rf mlflow.db mlartifacts $(SITE)
+
+# The whole quick sweep timed from an empty store and cache: wall and CPU per family, the workers'
+# idle share, the suite's overhead per cell, the cached rerun (README, "Speed of the sweep").
+bench-sweep: $(STAMP)
+	$(BIN)/python -m benchmarks.sweep --jobs $(JOBS)
 
 # Figures for the dpsgd task: make bench time (cold and cached), slowdown per grad-sample mode, overhead.
 bench-dpsgd: $(STAMP)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 from suite.errors import SuiteError, UsageError
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="render finished runs into a static site")
     p.add_argument("--out", default="site")
+    p.add_argument("--rebuild", action="store_true", help="render even when the site is up to date with the store")
     p.set_defaults(handler=_cmd_leaderboard)
 
     p = sub.add_parser("claims", help="each paper's claims judged on the store's runs (paired statistics)")
@@ -185,13 +187,24 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from leaderboard.stamp import site_stamp, up_to_date, write_stamp
+    from suite.store import tracking_uri
+    from suite.task import declared_claims
+
+    out, claims = Path(args.out), declared_claims()
+    stamp = None if args.rebuild else site_stamp(tracking_uri(), claims)
+    if up_to_date(out, stamp):
+        index = out / "index.html"
+        _stdout().print(f"leaderboard in {out} is up to date with {tracking_uri()} (nothing changed; --rebuild "
+                        f"renders it anyway); open {index.resolve().as_uri()}", soft_wrap=True)
+        return EXIT_OK
     from leaderboard.build import build_site
     from suite.tracking import Tracker
 
-    from suite.task import declared_claims
-
     tracker = Tracker(write=False)
-    index = build_site(tracker, args.out, claims=declared_claims())
+    write_stamp(out, None)  # a build cut short leaves no stamp behind
+    index = build_site(tracker, out, claims=claims)
+    write_stamp(out, stamp)
     _stdout().print(f"leaderboard written to {index} from {tracker.uri}; open {index.resolve().as_uri()}",
                     soft_wrap=True)
     return EXIT_OK

@@ -25,7 +25,7 @@ from leaderboard.ties import mark_best, mark_headlines
 from leaderboard.site import write_site
 from suite.tracking import Tracker
 
-MANIFEST = ".leaderboard-files"
+from leaderboard.stamp import MANIFEST
 
 
 def build_site(tracker: Tracker, out_dir: str | Path, claims: Sequence[Mapping[str, Any]] = ()) -> Path:

@@ -25,6 +25,7 @@ A tier file ``tasks/<family>/configs/<tier>.yaml`` has these top-level keys:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -104,6 +105,19 @@ class Tier:
     path: Path | None = None  # the file it was read from, for errors
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser, where PyYAML was built with it
+_PARSED: dict[tuple[Path, int, int], Any] = {}
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed file, a fresh copy; parsed once per content (a sweep reads each tier file per cell)."""
+    stat = path.stat()
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _PARSED:
+        _PARSED[key] = yaml.load(path.read_text(), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+    return copy.deepcopy(_PARSED[key])
+
+
 def load_tier(config_dir: Path, tier: str) -> Tier:
     """Read ``<config_dir>/<tier>.yaml``; errors name the file and the bad key."""
     if tier not in TIERS:
@@ -112,7 +126,7 @@ def load_tier(config_dir: Path, tier: str) -> Tier:
     if not path.is_file():
         raise ConfigError(f"no {tier} tier for this task: {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _read_yaml(path) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

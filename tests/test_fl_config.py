@@ -79,7 +79,7 @@ def test_the_cli_refuses_before_anything_runs(tmp_path, overrides: list[str], ke
 
 @pytest.mark.parametrize("values, message", [
     ({"threshold": 2.5}, "threshold: a fraction"),
-    ({"method": "dp", "epsilon": 0.01}, "epsilon: 0.01 is below what noise multiplier"),
+    ({"method": "dp", "epsilon": 0.01}, "epsilon: 0.01 is below .*the smallest target the RDP calibration can reach"),
     ({"hidden": [64, 0]}, "greater than or equal to 1"),
     ({"num_clients": 400, "clients_per_round": 10}, "num_clients: digits has 1347 training images"),
     ({"lr": float("inf")}, "finite number"),

@@ -338,3 +338,23 @@ def test_the_board_needs_no_task_code(tracker, tmp_path) -> None:
     columns = {c["key"]: c for c in payload["sections"][0]["columns"]}
     assert columns["compute/slowdown"]["direction"] == "lower" and columns["compute/slowdown"]["unit"] == "x"
     assert columns["utility/accuracy"]["unit"] == "fraction"
+
+
+def test_a_site_up_to_date_with_its_store_is_not_rendered_again(store, tmp_path) -> None:
+    """The cached rerun of ``make bench``: nothing changed, nothing rendered; a new run, a new build."""
+    toy = get_task("toy")
+    run_one(toy, "quick", toy.resolve("quick", {"seed": 0}), tracker=store)
+    out = tmp_path / "out"
+    first = suite_cli("leaderboard", "--out", str(out), cwd=tmp_path)
+    assert first.returncode == 0 and "leaderboard written to" in first.stdout, first.stderr
+    built = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    table = (out / "data" / "toy.csv").read_text()
+    again = suite_cli("leaderboard", "--out", str(out), cwd=tmp_path)
+    assert again.returncode == 0 and "is up to date" in again.stdout, again.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == built
+    run_one(toy, "quick", toy.resolve("quick", {"seed": 1}), tracker=store)  # the store changed
+    third = suite_cli("leaderboard", "--out", str(out), cwd=tmp_path)
+    assert "leaderboard written to" in third.stdout and (out / "data" / "toy.csv").read_text() != table
+    (out / "index.html").unlink()  # an incomplete site is rendered again
+    assert "leaderboard written to" in suite_cli("leaderboard", "--out", str(out), cwd=tmp_path).stdout
+    assert (out / "index.html").is_file()

@@ -9,15 +9,13 @@ no ``weighting`` key.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from suite.privacy import calibration_floor
 from tasks.fl.config import METHODS, FLConfig, FLMethod
 
-# Opacus' noise calibration gives up beyond this noise multiplier (opacus.accountants.utils.MAX_SIGMA).
-_MAX_SIGMA = 1e6
 SAMPLER = "poisson"  # how dp samples clients (tasks.fl.strategy.sample_partitions)
 
 
@@ -35,31 +33,12 @@ class DPConfig(FLConfig):
                              f"or a noise_multiplier, not both nor neither (got epsilon={self.epsilon}, "
                              f"noise_multiplier={self.noise_multiplier})")
         if self.epsilon is not None:
-            rate = self.clients_per_round / self.num_clients
-            floor = _rdp_floor(rate, self.rounds, self.delta)
-            if not math.isfinite(self.epsilon) or self.epsilon <= floor:
-                raise ValueError(f"epsilon: {self.epsilon} is below what noise multiplier {_MAX_SIGMA:g} (the "
-                                 f"calibration's limit) reaches in {self.rounds} rounds at sample rate {rate:g} "
-                                 f"(epsilon {floor:.3g}); use a larger epsilon or a noise_multiplier")
+            floor = calibration_floor(accountant="rdp", delta=self.delta)
+            if self.epsilon < floor:
+                raise ValueError(f"epsilon: {self.epsilon} is below {floor:.4g}, the smallest target the RDP "
+                                 f"calibration can reach at delta {self.delta:g} whatever the noise; use a larger "
+                                 "epsilon or delta, or a noise_multiplier")
         return self
-
-
-def _rdp_floor(rate: float, rounds: int, delta: float) -> float:
-    """The least epsilon Opacus' RDP calibration reaches: its epsilon at the largest noise it tries.
-
-    Computed on Opacus' whole-number orders only (the fractional ones cost seconds at this
-    noise and never give the minimum there, which is the largest order's).
-    """
-    import warnings
-
-    from opacus.accountants import RDPAccountant
-    from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
-
-    orders = [a for a in RDPAccountant.DEFAULT_ALPHAS if float(a).is_integer()]
-    rdp = compute_rdp(q=rate, noise_multiplier=_MAX_SIGMA, steps=rounds, orders=orders)
-    with warnings.catch_warnings():  # "optimal order is the largest": expected at this noise
-        warnings.simplefilter("ignore", UserWarning)
-        return float(get_privacy_spent(orders=orders, rdp=rdp, delta=delta)[0])
 
 
 @METHODS.register
