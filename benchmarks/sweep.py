@@ -13,7 +13,9 @@
 3. The idle share of the workers: ``1 - cell-seconds / (jobs * sweep span)``.
 4. The suite's own overhead per cell: the run's wall time in MLflow (opened -> ended: the worker
    process, MLflow writes, validation) minus the phases the task timed itself (``compute/<phase>_s``:
-   set-up, training, evaluation...), and that overhead as a share of the median dpsgd cell.
+   set-up, training, evaluation...), and that overhead as a share of the median dpsgd cell. Of it,
+   "runner s" is what lies outside the task's ``run`` altogether (``compute/wall_s``): the rest is
+   the task's own code outside its timed phases.
 """
 
 from __future__ import annotations
@@ -110,15 +112,16 @@ def report(workdir: Path, jobs: int, cold: Timed | None = None, cached: Timed | 
         by_family[run.tags["suite.task"]].append(run)
 
     print(f"\n{'family':14} {'cells':>5} {'span s':>8} {'cell-s':>8} {'CPU s':>8} {'median cell s':>14} "
-          f"{'overhead s':>11}")
+          f"{'overhead s':>11} {'runner s':>9}")
     overheads: dict[str, list[float]] = {}
     for family, rows in sorted(by_family.items()):
         span = (max(r.end_time for r in rows) - min(r.start_time for r in rows)) / 1000
         walls = [_wall(r) for r in rows]
         overheads[family] = [_wall(r) - _phase_seconds(r, family) for r in rows]
+        runner = [_wall(r) - r.metrics["compute/wall_s"] for r in rows]
         cpu = sum(r.metrics.get("compute/cpu_s", 0.0) for r in rows)
         print(f"{family:14} {len(rows):5d} {span:8.1f} {sum(walls):8.1f} {cpu:8.1f} {statistics.median(walls):14.2f} "
-              f"{statistics.median(overheads[family]):11.3f}")
+              f"{statistics.median(overheads[family]):11.3f} {statistics.median(runner):9.3f}")
     span = (max(r.end_time for r in runs) - min(r.start_time for r in runs)) / 1000
     busy = sum(_wall(r) for r in runs)
     idle = 1 - busy / (jobs * span)
