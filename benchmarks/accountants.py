@@ -30,19 +30,19 @@ def report(uri: str | None, task: str) -> None:
     from suite.tracking import Tracker
 
     runs = [r for r in Tracker(uri, write=False).runs(task, status="FINISHED")
-            if "privacy/epsilon_pld" in r.data.metrics]
+            if "privacy/epsilon_pld" in r.metrics]
     if not runs:
         print(f"no finished {task} runs with the three accountants' epsilons in the store")
         return
     print(f"{'target':>6} {'acct':>4} {'sampler':>8} {'sigma':>7} {'q':>8} {'steps':>5} {'claim':>7} {'rdp':>7} "
           f"{'prv':>7} {'pld':>7} {'pld 1e-4':>8} {'rdp/pld':>8} {'prv/pld':>8} {'pld/pld':>8} {'cpu s':>6}")
     worst = 0.0
-    for run in sorted(runs, key=lambda r: (float(r.data.params.get("epsilon") or 0), r.data.params.get("accountant", ""),
-                                           r.data.params.get("seed", ""))):
-        m, p = run.data.metrics, run.data.params
+    for run in sorted(runs, key=lambda r: (float(r.params.get("epsilon") or 0), r.params.get("accountant", ""),
+                                           r.params.get("seed", ""))):
+        m, p = run.metrics, run.params
         sigma, q, steps, delta = (m["privacy/noise_multiplier"], m["privacy/sample_rate"], int(m["privacy/steps"]),
                                   m["privacy/delta"])
-        sampler = run.data.tags.get("privacy.sampler", "?")
+        sampler = run.tags.get("privacy.sampler", "?")
         reference = fine_pld(sigma, q, steps, delta)
         start = time.process_time()
         with warnings.catch_warnings():

@@ -36,9 +36,9 @@ def report(uri: str | None, tier: str = "quick") -> None:
 
     groups: dict[tuple, list] = defaultdict(list)
     for run in Tracker(uri).runs("memorization", status="FINISHED"):
-        if run.data.tags.get("suite.tier") == tier:
-            key = (*_setting(run.data.params), run.data.params.get("variant", "?"))
-            groups[key].append(run.data.metrics)
+        if run.tags.get("suite.tier") == tier:
+            key = (*_setting(run.params), run.params.get("variant", "?"))
+            groups[key].append(run.metrics)
     if not groups:
         print(f"no finished memorization runs of the {tier} tier in the store")
         return

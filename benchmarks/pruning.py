@@ -43,8 +43,8 @@ def table(uri: str | None, tier: str = "quick") -> None:
 
     cells: dict[str, dict[int, dict]] = defaultdict(dict)
     for run in Tracker(uri).runs("pruning", status="FINISHED"):
-        if run.data.tags.get("suite.tier") == tier:
-            cells[_cell(run.data.params)][int(run.data.params["seed"])] = run.data.metrics
+        if run.tags.get("suite.tier") == tier:
+            cells[_cell(run.params)][int(run.params["seed"])] = run.metrics
     if not cells:
         print(f"no finished pruning runs of the {tier} tier in the store")
         return
