@@ -8,6 +8,8 @@ privacy metrics the run reports (:meth:`SGDMethod.privacy`).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -54,17 +56,17 @@ class SGDConfig(DataLocation, DeviceChoice, BaseConfig):  # mixins first: their 
 METHODS = MethodRegistry(SGDConfig, package="tasks.dpsgd.methods")
 
 
-class SGDMethod(Method):
+class SGDMethod(Method, ABC):
     """A dpsgd method: the private part of SGD training; data, training loop, evaluation and audit are shared."""
 
+    @abstractmethod
     def privatize(self, config: Any, setup: Setup) -> Setup:
         """The model, optimizer, loader and loss the run trains with, given the plain ones."""
-        raise NotImplementedError
 
+    @abstractmethod
     def privacy(self, config: Any, setup: Setup, *, steps: int) -> dict[str, float]:
         """The run's privacy metrics after ``steps`` optimizer steps (none for a non-private method)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def audit_delta(self, config: Any) -> float:
         """The delta at which the one-run audit states its epsilon lower bound."""
-        raise NotImplementedError

@@ -7,6 +7,7 @@ ones every method reads: the data and its split, the network and its training, t
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import math
 from typing import TYPE_CHECKING, Literal
 
@@ -93,13 +94,13 @@ class RealisableEpsilon(BaseModel):
 METHODS = MethodRegistry(LabelDPConfig, package="tasks.labeldp.methods")
 
 
-class LabelDPMethod(Method):
+class LabelDPMethod(Method, ABC):
     """A labeldp method varies one step of the family's run (``LabelDPTask.run``): how the private
     labels become the released model. The split, the evaluation and the audit are shared."""
 
+    @abstractmethod
     def train(self, config: LabelDPConfig, split: Split, ctx: RunContext) -> tuple[nn.Module, dict[str, float]]:
         """The released model trained on ``split`` and the method's metrics (privacy metrics included)."""
-        raise NotImplementedError
 
 
 class PrivateLabelMethod(LabelDPMethod):

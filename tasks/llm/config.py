@@ -6,6 +6,8 @@ Imported by the task (``tasks/llm/task.py``), the run (``tasks/llm/run.py``) and
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -58,7 +60,7 @@ class LLMConfig(DeviceChoice, BaseConfig):
 METHODS = MethodRegistry(LLMConfig, package="tasks.llm.methods")
 
 
-class Variant(Method):
+class Variant(Method, ABC):
     """An efficient variant of the loaded float32 model: the step of the llm run a method varies.
 
     ``apply`` turns the model into the variant in place (``calibration``: token ids the run drew
@@ -66,9 +68,9 @@ class Variant(Method):
     reports about the variant beyond the family's common meters.
     """
 
+    @abstractmethod
     def apply(self, model: Any, config: LLMConfig, *, calibration: Any = None) -> Any:
         """The variant of ``model`` (in place); returns the model."""
-        raise NotImplementedError
 
     def calibration(self, config: LLMConfig, encode: Any) -> Any:
         """Token ids the variant calibrates on, a (sequences, tokens) tensor, or None; ``encode`` maps text

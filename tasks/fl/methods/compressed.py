@@ -8,6 +8,7 @@ the largest integer one client adds to a coordinate.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -25,9 +26,9 @@ class CompressedConfig(SecAggKeys, Weighting, FLConfig):
     range: float = Field(0.01, gt=0)  # shared clipping range [-range, range] of update values
     field_bits: int | None = Field(None, ge=1, le=62)  # masked field width; null: the narrowest without overflow
 
+    @abstractmethod
     def largest_code(self) -> int:
         """The largest integer the codec gives one coordinate (before the client's weight)."""
-        raise NotImplementedError
 
     @model_validator(mode="after")
     def _the_field_holds_the_sum(self) -> CompressedConfig:

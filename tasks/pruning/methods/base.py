@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from typing import Any
 
 from suite.context import RunContext
@@ -9,7 +11,7 @@ from suite.method import Method
 from tasks.pruning.config import PruningConfig
 
 
-class PruningMethod(Method):
+class PruningMethod(Method, ABC):
     """A method of the pruning family. Every method trains ``config.model`` from scratch with the
     family's recipe (:func:`tasks.pruning.run.run`); what it then does to the trained model is its
     :meth:`after_training` step."""
@@ -22,12 +24,12 @@ class PruningMethod(Method):
 
         return run(config, ctx, method=self)
 
+    @abstractmethod
     def after_training(self, model: Any, config: PruningConfig, images: Any,
                        ctx: RunContext) -> tuple[Any, dict[str, float]]:
         """The final model made from the trained ``model`` (a torch module; ``images`` the run's
         :class:`~tasks.pruning.data.Images`), and the metrics of that step. Its training FLOPs go in
         ``compute/finetune_flops`` (added to ``compute/train_flops_total``)."""
-        raise NotImplementedError
 
     def extra_epochs(self, config: PruningConfig) -> float:
         """Training epochs spent after the from-scratch training (reported in ``compute/epochs``)."""

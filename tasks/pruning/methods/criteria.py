@@ -5,6 +5,7 @@ and in what that scoring costs (:meth:`Pruned.score`)."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -40,9 +41,9 @@ class Pruned(PruningMethod):
 
     training_phase = "pretrain"
 
+    @abstractmethod
     def importance(self) -> Any:
         """A fresh torch-pruning ``Importance`` that scores channels for this criterion."""
-        raise NotImplementedError
 
     def score(self, model: Any, config: PrunedConfig, images: Any) -> float:
         """Prepare ``model`` before a pruning step (e.g. gradients); returns the FLOPs that took."""
