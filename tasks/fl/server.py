@@ -23,6 +23,7 @@ from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid, ServerApp
 
 from tasks.fl.config import FLConfig, method_of
+from tasks.fl.engine import prompt_grid
 from tasks.fl.meter import MeteredGrid
 from tasks.fl.rounds import RoundPlan
 from tasks.fl.strategy import SeededFedAvg, query_partitions
@@ -82,6 +83,7 @@ def server_app(spec: ServerSpec, record: ServerRecord) -> ServerApp:
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=config.rounds), strategy=top)
+        prompt_grid(grid)
         record.meter = MeteredGrid(grid)
         try:
             strategy.partition_of = query_partitions(grid, config.num_clients)  # on the raw grid: not uplink

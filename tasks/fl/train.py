@@ -36,6 +36,7 @@ def run_federated(config: FLConfig, ctx: RunContext) -> dict[str, float]:
 
     from tasks.fl.apps import ClientSpec, build_model, client_app, evaluate, get_weights, set_weights
     from tasks.fl.data import load
+    from tasks.fl.engine import prompt_engine
     from tasks.fl.meter import uplink_summary
     from tasks.fl.rounds import flatten
     from tasks.fl.server import ServerRecord, ServerSpec, server_app
@@ -69,7 +70,7 @@ def run_federated(config: FLConfig, ctx: RunContext) -> dict[str, float]:
     backend = {"client_resources": {"num_cpus": config.client_cpus, "num_gpus": config.client_gpus},
                "init_args": _ray_init_args(config.ray_cpus)}
     started = time.perf_counter()
-    with ctx.phase("train"):
+    with ctx.phase("train"), prompt_engine():
         try:
             run_simulation(server_app=server, client_app=client_app(spec, method.client_mods(config), config.dropout),
                            num_supernodes=config.num_clients, backend_config=backend)

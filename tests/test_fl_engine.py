@@ -1,0 +1,71 @@
+"""The Simulation Engine's polls (tasks.fl.engine): shorter where the suite runs one, Flower's own elsewhere."""
+
+from __future__ import annotations
+
+import threading
+
+from tasks.fl.engine import ENGINE_POLL_S, GRID_POLL_S, prompt_engine, prompt_grid
+
+
+class _StopAfterOneWait(threading.Event):
+    """A stop event that records how long each wait was asked to be, and is set by the first one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        self.set()
+        return True
+
+
+def _engine_waits() -> list[float | None]:
+    """The waits of one turn of Flower's own loop that hands instructions to the nodes (no nodes here)."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    stop = _StopAfterOneWait()
+    vce_api.add_messages_to_queue(None, None, {}, stop)
+    return stop.waits
+
+
+def test_the_engine_polls_every_engine_poll_s_within_the_block_and_as_flower_does_after() -> None:
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    original = vce_api.add_messages_to_queue
+    assert _engine_waits() == [0.1]  # Flower's literal: if this changes, revisit tasks.fl.engine
+    with prompt_engine():
+        assert _engine_waits() == [ENGINE_POLL_S]
+    assert vce_api.add_messages_to_queue is original and _engine_waits() == [0.1]
+
+
+def test_the_engine_is_restored_when_the_run_fails() -> None:
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    original = vce_api.add_messages_to_queue
+    try:
+        with prompt_engine(0.001):
+            raise RuntimeError("the simulation failed")
+    except RuntimeError:
+        pass
+    assert vce_api.add_messages_to_queue is original
+
+
+def test_prompt_grid_shortens_the_in_memory_grids_poll_and_leaves_other_grids_alone() -> None:
+    from flwr.server.superlink.linkstate import LinkStateFactory
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.superlink.federation import NoOpFederationManager
+    from flwr.superlink.grid import InMemoryGrid
+
+    grid = InMemoryGrid(LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory()))
+    assert grid.pull_interval == 0.1
+    prompt_grid(grid)
+    assert grid.pull_interval == GRID_POLL_S
+
+    class OtherGrid:
+        pull_interval = 3.0
+
+    other = OtherGrid()
+    prompt_grid(other)
+    assert other.pull_interval == 3.0
