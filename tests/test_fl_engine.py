@@ -69,3 +69,19 @@ def test_prompt_grid_shortens_the_in_memory_grids_poll_and_leaves_other_grids_al
     other = OtherGrid()
     prompt_grid(other)
     assert other.pull_interval == 3.0
+
+
+def test_the_client_apps_own_parts_pickle_by_reference() -> None:
+    """The engine pickles the ClientApp into every message; the suite's client function and mods are
+    instances of importable classes (the standard pickle, which cannot copy a closure, takes them)."""
+    import pickle
+
+    import numpy as np
+
+    from tasks.fl.apps import ClientSpec, DropoutMod, SeededNumpyMod, _ClientFn, client_app
+
+    spec = ClientSpec("digits", (8,), [(np.zeros((2, 64), np.float32), np.zeros(2, np.int64))], 1, 2, 0.1, 0, "cpu")
+    app = client_app(spec, [SeededNumpyMod(3)], dropout=0.25)
+    mods = pickle.loads(pickle.dumps(app._mods))
+    assert mods == [SeededNumpyMod(3), DropoutMod(0.25, 0)]
+    assert pickle.loads(pickle.dumps(_ClientFn(spec))).spec.hidden == (8,)

@@ -46,9 +46,9 @@ class SecAgg(FLMethod):
     def client_mods(self, config: SecAggConfig) -> list[Any]:
         from flwr.client.mod import secaggplus_mod
 
-        from tasks.fl.apps import seeded_numpy_mod
+        from tasks.fl.apps import SeededNumpyMod
 
-        return [seeded_numpy_mod(config.seed), secaggplus_mod]
+        return [SeededNumpyMod(config.seed), secaggplus_mod]
 
     def fit_workflow(self, config: SecAggConfig, plan: Any, strategy: Any) -> Any:
         from tasks.fl.secure import AbortingSecAggPlusWorkflow
