@@ -19,6 +19,7 @@ from suite.device import resolve_device
 from suite.examples import ExampleDigest
 from tasks.pruning.config import PruningConfig
 from tasks.pruning.data import Batch, Images
+from tasks.pruning.dwconv import fast_depthwise_training
 
 
 def steps_per_epoch(images: Images, batch_size: int) -> int:
@@ -65,6 +66,8 @@ class Trainer:
     (learning-rate rewinding). ``run`` may be called in chunks with the same schedule and data
     order. The optimizer (and its state) carries over between chunks while the model's parameters
     are the same tensors; after a pruning step (which replaces them) a chunk starts a fresh one.
+    The steps run under :func:`tasks.pruning.dwconv.fast_depthwise_training` (same gradients, up to
+    float rounding, without oneDNN's slow depthwise weight gradients).
     """
 
     def __init__(self, config: PruningConfig, images: Images, *, total_steps: int, seed: int, start: int = 0,
@@ -84,6 +87,11 @@ class Trainer:
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         opt = self._optimizer_for(model)
+        with fast_depthwise_training():
+            self._steps(model, opt, stop)
+
+    def _steps(self, model: nn.Module, opt: torch.optim.Optimizer, stop: int) -> None:
+        cfg = self.config
         while self.step < stop:
             x, y = next(self.stream)
             x = self._to_device(random_shift(x, cfg.random_shift, self.augment))
@@ -114,7 +122,9 @@ def _optimizer(model: nn.Module, cfg: PruningConfig) -> torch.optim.Optimizer:
         (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BatchNorm and biases
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        # fused: one kernel for all parameters instead of a loop of small ops per tensor (AdamW's step
+        # went from ~53 to ~18 ms of fbnetv3_g's step on one CPU thread); the same update up to rounding
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
 
 
