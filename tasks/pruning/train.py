@@ -66,8 +66,8 @@ class Trainer:
     (learning-rate rewinding). ``run`` may be called in chunks with the same schedule and data
     order. The optimizer (and its state) carries over between chunks while the model's parameters
     are the same tensors; after a pruning step (which replaces them) a chunk starts a fresh one.
-    The steps run under :func:`tasks.pruning.dwconv.fast_depthwise_training` (same gradients, up to
-    float rounding, without oneDNN's slow depthwise weight gradients).
+    The forward passes run under :func:`tasks.pruning.dwconv.fast_depthwise_training` (same
+    gradients, up to float rounding, without oneDNN's slow depthwise weight gradients).
     """
 
     def __init__(self, config: PruningConfig, images: Images, *, total_steps: int, seed: int, start: int = 0,
@@ -87,11 +87,6 @@ class Trainer:
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         opt = self._optimizer_for(model)
-        with fast_depthwise_training():
-            self._steps(model, opt, stop)
-
-    def _steps(self, model: nn.Module, opt: torch.optim.Optimizer, stop: int) -> None:
-        cfg = self.config
         while self.step < stop:
             x, y = next(self.stream)
             x = self._to_device(random_shift(x, cfg.random_shift, self.augment))
@@ -99,7 +94,9 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = learning_rate(self.step, peak=cfg.lr, total=self.total, warmup=self.warmup)
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing).backward()
+            with fast_depthwise_training():  # the forward only: its backward runs without the mode's overhead
+                logits = model(x)
+            F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing).backward()
             opt.step()
             self.step += 1
             self.report(self.step - self.start, self.total - self.start)
