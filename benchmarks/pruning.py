@@ -21,8 +21,8 @@ checkpoint cache, or trained and cached): its test accuracy before and after. A 
 lowers it measures its own damage, not the pruning's.
 
 ``step``: CPU milliseconds per training step (batch 128, 32x32, channels_last, one thread) of b, d
-and g, before and after the training's speed-ups (``tasks/pruning/dwconv.py``'s depthwise weight
-gradient and fused AdamW), the two variants' steps interleaved in one process so that a loaded
+and g, before and after the training's speed-ups (``tasks/pruning/fastconv.py``'s convolutions
+and fused AdamW), the two variants' steps interleaved in one process so that a loaded
 machine slows both alike; median over ``--steps``.
 """
 
@@ -150,7 +150,7 @@ def step(steps: int) -> None:
     import torch.nn.functional as F
 
     from tasks.pruning import models
-    from tasks.pruning.dwconv import fast_depthwise_training
+    from tasks.pruning.fastconv import fast_convolutions
 
     torch.set_num_threads(1)
     x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
@@ -161,7 +161,7 @@ def step(steps: int) -> None:
         model = models.build(name, 10).to(memory_format=torch.channels_last).train()
         variants = {"before": (model, torch.optim.AdamW(model.parameters(), lr=0.005), contextlib.nullcontext)}
         fast = copy.deepcopy(model)
-        variants["after"] = (fast, torch.optim.AdamW(fast.parameters(), lr=0.005, fused=True), fast_depthwise_training)
+        variants["after"] = (fast, torch.optim.AdamW(fast.parameters(), lr=0.005, fused=True), fast_convolutions)
         times: dict[str, list[float]] = {k: [] for k in variants}
         for i in range(steps + 1):  # the first step of each warms up
             for key, (net, opt, mode) in variants.items():

@@ -19,7 +19,7 @@ from suite.device import resolve_device
 from suite.examples import ExampleDigest
 from tasks.pruning.config import PruningConfig
 from tasks.pruning.data import Batch, Images
-from tasks.pruning.dwconv import fast_depthwise_training
+from tasks.pruning.fastconv import fast_convolutions
 
 
 def steps_per_epoch(images: Images, batch_size: int) -> int:
@@ -66,8 +66,9 @@ class Trainer:
     (learning-rate rewinding). ``run`` may be called in chunks with the same schedule and data
     order. The optimizer (and its state) carries over between chunks while the model's parameters
     are the same tensors; after a pruning step (which replaces them) a chunk starts a fresh one.
-    The forward passes run under :func:`tasks.pruning.dwconv.fast_depthwise_training` (same
-    gradients, up to float rounding, without oneDNN's slow depthwise weight gradients).
+    The forward passes run under :class:`tasks.pruning.fastconv.fast_convolutions` (the same
+    gradients up to float rounding, without oneDNN's slow depthwise weight gradients and 1x1 convs
+    of 1x1 maps).
     """
 
     def __init__(self, config: PruningConfig, images: Images, *, total_steps: int, seed: int, start: int = 0,
@@ -94,7 +95,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = learning_rate(self.step, peak=cfg.lr, total=self.total, warmup=self.warmup)
             opt.zero_grad(set_to_none=True)
-            with fast_depthwise_training():  # the forward only: its backward runs without the mode's overhead
+            with fast_convolutions():  # the forward only: its backward runs without the mode's overhead
                 logits = model(x)
             F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing).backward()
             opt.step()
