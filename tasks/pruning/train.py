@@ -133,6 +133,13 @@ def train(model: nn.Module, config: PruningConfig, images: Images, *, steps: int
     recalibrate_batchnorm(model, images, config, seed=seed)
 
 
+def _in_memory_format(model: nn.Module, config: PruningConfig) -> nn.Module:
+    """The model's weights in the inputs' memory format: a model just loaded or pruned is
+    contiguous, and fed channels_last inputs it ran ~4x slower (a pruned g's forward at batch 128:
+    225 ms instead of 58)."""
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, images: Images, config: PruningConfig, *, seed: int) -> None:
     """Re-estimate BatchNorm's running statistics as a plain average over ``bn_recalibration_batches``
@@ -147,7 +154,7 @@ def recalibrate_batchnorm(model: nn.Module, images: Images, config: PruningConfi
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: equal weight to every batch
-    model.to(device).train()
+    _in_memory_format(model.to(device).train(), config)
     stream = batch_stream(images, config.batch_size, seed=seed + 7)
     for _ in range(config.bn_recalibration_batches):
         x, _ = next(stream)
@@ -162,7 +169,7 @@ def evaluate(model: nn.Module, images: Images, config: PruningConfig, *,
              ctx: RunContext | None = None) -> dict[str, float]:
     """Test accuracy and loss; with ``ctx``, each test example's prediction is recorded (public test data)."""
     device = resolve_device(config.device)
-    model.to(device).eval()
+    _in_memory_format(model.to(device).eval(), config)
     correct = loss = n = 0.0
     predicted, target, seen = [], [], ExampleDigest()
     for x, y in images.test_batches(256):
