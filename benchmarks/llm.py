@@ -9,7 +9,8 @@
    seconds and their sum (the grid's cost).
 2. Unless ``--no-kernels``: times the compiled matrix-vector kernel alone (SmolLM2's layer shapes, one
    thread) against the same probe, in float32 and bfloat16, which separates the kernel's own reach from
-   the rest of a decoding step; and prints the CPU's flags that bear on it.
+   the rest of a decoding step, and torch's eager ``F.linear`` (MKL, oneDNN) beside it; and prints the
+   CPU's flags that bear on it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def _variant(params: dict[str, str]) -> str:
 
 
 def _reason(name: str, metrics: list[dict[str, float]], kernels: dict[str, float]) -> str:
-    """Why a variant decodes below the target, from what its runs recorded and the kernel timings."""
+    """Why a variant decodes below the target, from what its runs recorded and the kernel timings (``kernels``:
+    :func:`kernel_reach`'s fractions of the probe, keyed by kernel and dtype, e.g. ``"compiled bfloat16"``)."""
     if any(m.get("compute/speed_emulated") for m in metrics):
         what = "int8 weights converted to float on every call (torchao eager)" if name == "int8" else \
             "FP8 emulated: e4m3 operands rounded, then float32 products (no FP8 GEMM on a CPU)"
@@ -37,13 +39,15 @@ def _reason(name: str, metrics: list[dict[str, float]], kernels: dict[str, float
     if not all(m.get("compute/decode_compiled") for m in metrics):
         return "decoded eagerly (decode=eager): MKL's matrix-vector products and ~600 Python-level ops per token"
     dtype = "bfloat16" if name == "bf16" else "float32"
-    alone = kernels.get(dtype)
-    reach = f"the compiled matrix-vector kernel alone reads at {alone:.0%} of the probe" if alone else \
-        "see the kernel timings (--kernels)"
+    compiled, library = kernels.get(f"compiled {dtype}"), kernels.get(f"F.linear {dtype}")
+    if compiled is None:
+        return "see the kernel timings (run without --no-kernels)"
+    reach = f"the compiled matrix-vector kernel alone reads at {compiled:.0%} of the probe"
     if dtype == "bfloat16":
-        return (f"{reach}: it widens bf16 to fp32 in registers and reduces each 576-wide row to one sum, so it "
-                "is bound by instructions, not memory (the CPU's AVX512-BF16 dot products are not used)")
-    return f"{reach}; per layer the attention call, the norms and the compiled call's own overhead add the rest"
+        return (f"{reach} (it widens bf16 to fp32 in registers and reduces each row in one chain: bound by "
+                f"instructions, not memory) and torch's own bf16 F.linear (oneDNN) at {library:.0%}: no kernel "
+                "torch offers on this CPU uses its AVX512-BF16 dot products for a matrix-vector product")
+    return f"{reach}; attention, norms and the compiled call's Python wrapper (~0.7 ms a token) add the rest"
 
 
 def report(store: str | None, kernels: dict[str, float]) -> None:
@@ -82,13 +86,15 @@ def _fmt(values: list[float]) -> str:
 
 
 def kernel_reach(*, repeats: int = 9) -> dict[str, float]:
-    """Read rate of the compiled matrix-vector kernel over SmolLM2-shaped weights, as a fraction of the probe:
-    the median over ``repeats`` of kernel rate / probe rate, each pair timed back to back on the CPU clock
-    (as the cells time decoding), so that a shared machine's changing load moves both together."""
+    """Read rate of matrix-vector kernels over SmolLM2-shaped weights, as a fraction of the probe: the compiled
+    kernel the decoder uses and torch's eager ``F.linear`` (MKL in float32, oneDNN in bfloat16), keyed
+    ``"compiled float32"``, ``"F.linear bfloat16"`` and so on. Each is the median over ``repeats`` of kernel rate /
+    probe rate, each pair timed back to back on the CPU clock (as the cells time decoding), so that a shared
+    machine's changing load moves both together."""
     import torch
+    import torch.nn.functional as F
 
     from tasks.llm.decode import _matvec, inductor_cache_dir
-    from tasks.llm.measure import memory_read_gb_per_s
 
     inductor_cache_dir()
     torch.set_num_threads(1)
@@ -96,24 +102,35 @@ def kernel_reach(*, repeats: int = 9) -> dict[str, float]:
     for dtype in (torch.float32, torch.bfloat16):
         weights = [(torch.randn(1536, 576) * 0.02).to(dtype) for _ in range(60)]  # 60 FFN matrices: beyond cache
         x = torch.randn(1, 576).to(dtype)
-        step = torch.compile(lambda x, ws: [_matvec(x, w) for w in ws], dynamic=False)
-        step(x, weights)
-        nbytes = sum(w.numel() * w.element_size() for w in weights)
-        rates, ratios = [], []
-        for _ in range(repeats):
-            start = time.process_time()
-            step(x, weights)
-            rates.append(nbytes / (time.process_time() - start) / 1e9)
-            ratios.append(rates[-1] / memory_read_gb_per_s())
-        name = str(dtype).removeprefix("torch.")
-        out[name] = statistics.median(ratios)
-        print(f"compiled matrix-vector kernel, {name:8}: {statistics.median(rates):5.1f} GB/s read, "
-              f"{out[name]:.0%} of the probe (median of {repeats} back-to-back pairs, CPU time)")
+        compiled = torch.compile(lambda x, ws: [_matvec(x, w) for w in ws], dynamic=False)
+        for kind, step in (("compiled", compiled), ("F.linear", lambda x, ws: [F.linear(x, w) for w in ws])):
+            name = f"{kind} {str(dtype).removeprefix('torch.')}"
+            rate, out[name] = _read_rate(step, x, weights, repeats)
+            print(f"{name + ' matrix-vector kernel':35}: {rate:5.1f} GB/s read, {out[name]:.0%} of the probe "
+                  f"(median of {repeats} back-to-back pairs, CPU time)")
     flags = set(Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n")[0].split()) \
         if Path("/proc/cpuinfo").exists() else set()
     shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni") if f in flags]
     print(f"CPU flags: {' '.join(shown) or 'unknown'}")
     return out
+
+
+def _read_rate(step, x, weights, repeats: int) -> tuple[float, float]:
+    """(median GB/s, median fraction of the probe) of ``step(x, weights)`` over ``repeats`` after one warm-up."""
+    import torch
+
+    from tasks.llm.measure import memory_read_gb_per_s
+
+    nbytes = sum(w.numel() * w.element_size() for w in weights)
+    rates, ratios = [], []
+    with torch.inference_mode():
+        step(x, weights)
+        for _ in range(repeats):
+            start = time.process_time()
+            step(x, weights)
+            rates.append(nbytes / (time.process_time() - start) / 1e9)
+            ratios.append(rates[-1] / memory_read_gb_per_s())
+    return statistics.median(rates), statistics.median(ratios)
 
 
 def main() -> None:

@@ -92,3 +92,29 @@ def test_compiled_kernels_go_to_the_suites_cache_unless_a_user_chose_a_directory
     assert inductor_cache_dir() == str(tmp_path / "suite" / "llm" / "inductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert inductor_cache_dir() == str(tmp_path / "mine")
+
+
+def test_one_compiled_graph_serves_every_position_and_every_prompt_of_a_shape() -> None:
+    from torch._dynamo.utils import counters
+
+    decoder = CompiledDecoder(_tiny_llama())
+    decoder.greedy(torch.randint(0, 64, (1, 6)), 10)  # compiles for this cache size
+    compiled = counters["stats"]["unique_graphs"]
+    assert compiled >= 1
+    # Later calls of the same shape run with guards skipped after their first token: a recompilation would raise.
+    tokens, _, _ = decoder.greedy(torch.randint(0, 64, (1, 6)), 10)
+    assert counters["stats"]["unique_graphs"] == compiled and tokens.shape == (1, 10)
+
+
+def test_the_benchmark_says_why_each_kind_of_variant_is_below_the_bound() -> None:
+    from benchmarks.llm import _reason
+
+    kernels = {"compiled float32": 0.86, "F.linear float32": 0.41, "compiled bfloat16": 0.57, "F.linear bfloat16": 0.22}
+    compiled, eager = {"compute/decode_compiled": 1.0}, {"compute/decode_compiled": 0.0}
+    assert _reason("int8", [{"compute/speed_emulated": 1.0}], kernels).startswith("emulated, not a kernel speed: int8")
+    assert "FP8" in _reason("fp8_rowwise", [{"compute/speed_emulated": 1.0}], kernels)
+    assert _reason("fp32", [compiled, eager], kernels).startswith("decoded eagerly")
+    bf16 = _reason("bf16", [compiled], kernels)
+    assert "57% of the probe" in bf16 and "oneDNN) at 22%" in bf16 and "AVX512-BF16" in bf16
+    assert "86% of the probe" in _reason("wanda50", [compiled], kernels)  # pruned models run the fp32 kernels
+    assert "kernel timings" in _reason("fp32", [compiled], {})

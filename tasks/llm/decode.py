@@ -1,16 +1,19 @@
-"""Greedy decoding near the memory wall: a static KV cache and one compiled decoder-layer step.
+"""Greedy decoding near the memory wall: a static KV cache and one compiled call per token.
 
 Batch-one decoding reads every weight once per token, so its speed is bounded by memory bandwidth.
 Eager transformers on this CPU reach about a third of that bound: MKL's matrix-vector products read
 weights at about half the bandwidth a streaming reduction gets, and each step runs some 600 small ops
-from Python. Here one step of a Llama decoder layer is a pure function of its input, its weights and its
-KV-cache slices, compiled once with ``torch.compile``, whose C++ code reads each weight row in one fused,
-vectorized reduction; the 30 layers call the same compiled step with their own tensors.
+from Python. Here a whole decoding step (embedding row, RoPE row, mask, the 30 decoder layers, final norm,
+head, greedy choice) is one function compiled with ``torch.compile``, called once per token; its C++
+code reads each weight row in one fused, vectorized reduction, and attention over the static cache is
+written out so that it fuses too. The position travels as a tensor, so every token runs the same code.
 
-Why not ``torch.compile`` over the whole model (transformers' ``StaticCache`` path): it unrolls all
-layers into one graph, which costs minutes of CPU to compile, far more than a quick-tier cell spends
-decoding. One layer's graph compiles in seconds and is cached on disk by inductor (under the suite's
-cache, see :func:`inductor_cache_dir`), so later cells of the sweep load it.
+The layers are one *nested compile region* (``torch.compiler.nested_compile_region``): traced and
+compiled once, then called 30 times with their own weights inside the token's graph. Unrolling them instead
+costs minutes of CPU to compile (transformers' ``StaticCache`` path over the whole model) and calling a
+compiled layer 30 times from Python, as this module did before, cost about 1.5 ms a token in dynamo's guards
+and wrappers, some 8% of a fp32 token. The graph is cached on disk by inductor (under the suite's cache, see
+:func:`inductor_cache_dir`), so later cells of the sweep load it.
 
 Supported: Llama-architecture models (SmolLM2, Llama 3.x) whose blocks hold plain ``nn.Linear`` weights
 without bias: the fp32, bf16 and pruned variants. :func:`unsupported_reason` says why another model is
@@ -20,6 +23,7 @@ equal those of the eager model (a test compares them); only the order of floatin
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -68,7 +72,7 @@ def unsupported_reason(model: Any) -> str | None:
 
 
 class CompiledDecoder:
-    """Greedy continuation of ``model`` (a supported Llama) with a static KV cache and a compiled layer step.
+    """Greedy continuation of ``model`` (a supported Llama) with a static KV cache and a compiled token step.
 
     >>> decoder = CompiledDecoder(model)                      # doctest: +SKIP
     >>> tokens, prefill_s, decode_s = decoder.greedy(prompts, 16)   # doctest: +SKIP
@@ -87,8 +91,7 @@ class CompiledDecoder:
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.layers = [_layer_weights(layer) for layer in model.model.layers]
-        self.step = torch.compile(_layer_step, dynamic=False, fullgraph=True)
-        self.head = torch.compile(_head_step, dynamic=False, fullgraph=True)
+        self.step = torch.compile(_token_step, dynamic=False, fullgraph=True)
 
     @torch.inference_mode()
     def greedy(self, prompts: torch.Tensor, new_tokens: int, *,
@@ -96,7 +99,7 @@ class CompiledDecoder:
         """Like :func:`tasks.llm.measure.greedy`: (tokens [B, new_tokens], prefill s, decode s), ``busy_s``.
 
         The prompt runs through the eager model (prefill); its KV cache is copied into static buffers
-        of the final length, and every later token runs the compiled steps.
+        of the final length, and every later token is one call of the compiled step.
         """
         from tasks.llm.clock import busy_clock, spans, stamp
 
@@ -108,13 +111,31 @@ class CompiledDecoder:
         out = model(input_ids=prompts, use_cache=True, logits_to_keep=1)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         first = stamp(token, clock)
-        caches = self._static_caches(out.cache, batch, length + new_tokens)
+        size = length + new_tokens
+        caches = self._static_caches(out.cache, batch, size)
+        cos, sin = self._rope_tables(size)
+        step = functools.partial(self.step, cos=cos, sin=sin, caches=caches, layers=self.layers,
+                                 embed=model.model.embed_tokens.weight, norm=model.model.norm.weight,
+                                 head=model.lm_head.weight, heads=self.heads, kv_heads=self.kv_heads, eps=self.eps)
+        positions = [torch.tensor([p], device=token.device) for p in range(length, size - 1)]
         generated = [token]
-        for position in range(length, length + new_tokens - 1):
-            token = self._next(token, position, caches, length + new_tokens)
+        for i, position in enumerate(positions):
+            # The first step checks the compiled code's guards (and compiles it for a new shape); the later ones pass
+            # tensors of the same shapes, dtypes and devices, so their guards would pass too: skipping them saves some
+            # 0.2 ms a token. Should one ever need a recompilation, the stance raises rather than run stale code.
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=i > 0):
+                token = step(token, position)
             generated.append(token)
         end = stamp(token, clock)
         return torch.cat(generated, dim=1), *spans(start, first, end, busy_s)
+
+    def _rope_tables(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's own RoPE (scaling included) for every position of the cache, (size, head_dim) each: a
+        table computed once per sequence, from which each token's step picks its row."""
+        model = self.model
+        like = model.model.embed_tokens.weight[:1][None]  # the model's dtype and device
+        cos, sin = model.model.rotary_emb(like, torch.arange(size, device=like.device)[None])
+        return cos[0], sin[0]
 
     def _static_caches(self, cache: Any, batch: int, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = []
@@ -125,19 +146,6 @@ class CompiledDecoder:
             values[:, :, :layer.values.shape[2]] = layer.values
             out.append((keys, values))
         return out
-
-    def _next(self, token: torch.Tensor, position: int, caches: list, size: int) -> torch.Tensor:
-        model = self.model
-        hidden = model.model.embed_tokens(token)[:, 0]
-        positions = torch.full_like(token, position)
-        cos, sin = model.model.rotary_emb(hidden, positions)  # the model's own RoPE, scaling included
-        cos, sin = cos[:, None], sin[:, None]
-        visible = (torch.arange(size, device=token.device) <= position).view(1, 1, 1, size)
-        slot = torch.tensor([position], device=token.device)
-        for weights, (keys, values) in zip(self.layers, caches):
-            hidden = self.step(hidden, cos, sin, visible, slot, keys, values, *weights,
-                               heads=self.heads, kv_heads=self.kv_heads, eps=self.eps)
-        return self.head(hidden, model.model.norm.weight, model.lm_head.weight, eps=self.eps)
 
     @property
     def eps(self) -> float:
@@ -170,6 +178,20 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Attention of one query per row over the static cache (grouped-query heads), in float32 like the CPU's SDPA
+    kernel. Written out rather than calling SDPA so that inductor fuses it into the step's own loops: the extern
+    SDPA call cost about 2 ms of a bf16 token's 12 (30 calls) on this CPU."""
+    batch, heads, _, head_dim = q.shape
+    kv_heads, size = keys.shape[1], keys.shape[2]
+    q = q.float().view(batch, kv_heads, heads // kv_heads, 1, head_dim)
+    scores = (q * keys.float()[:, :, None]).sum(-1) * head_dim ** -0.5  # (batch, kv_heads, group, size)
+    scores = scores.masked_fill(~visible.view(1, 1, 1, size), float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    out = (weights[..., None] * values.float()[:, :, None]).sum(-2)  # (batch, kv_heads, group, head_dim)
+    return out.view(batch, heads, 1, head_dim).to(keys.dtype)
+
+
 def _layer_step(hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, visible: torch.Tensor,
                 slot: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, ln1: torch.Tensor, wq: torch.Tensor,
                 wk: torch.Tensor, wv: torch.Tensor, wo: torch.Tensor, ln2: torch.Tensor, wg: torch.Tensor,
@@ -181,12 +203,27 @@ def _layer_step(hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, visi
     k = _rotate(_matvec(x, wk).view(batch, kv_heads, 1, head_dim), cos, sin)
     keys.index_copy_(2, slot, k)
     values.index_copy_(2, slot, _matvec(x, wv).view(batch, kv_heads, 1, head_dim))
-    attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, enable_gqa=True)
+    attn = _attend(q, keys, values, visible)
     hidden = hidden + _matvec(attn.reshape(batch, heads * head_dim), wo)
     x = _rms_norm(hidden, ln2, eps)
     return hidden + _matvec(F.silu(_matvec(x, wg)) * _matvec(x, wu), wd)
 
 
-def _head_step(hidden: torch.Tensor, norm: torch.Tensor, head: torch.Tensor, *, eps: float) -> torch.Tensor:
-    """Final norm, output head, greedy choice: the next token of each row, shape (batch, 1)."""
+def _token_step(token: torch.Tensor, position: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, caches: list,
+                layers: list, embed: torch.Tensor, norm: torch.Tensor, head: torch.Tensor, *, heads: int,
+                kv_heads: int, eps: float) -> torch.Tensor:
+    """One decoding step of the whole model: the next token of each row (batch, 1) from the last (batch, 1), at
+    ``position`` (a one-element tensor, so that every position runs the same compiled code)."""
+    hidden = embed.index_select(0, token.view(-1))
+    size = caches[0][0].shape[2]
+    rows = (1, 1, 1, cos.shape[-1])
+    cos, sin = cos.index_select(0, position).view(rows), sin.index_select(0, position).view(rows)
+    visible = (torch.arange(size, device=token.device) <= position).view(1, 1, 1, size)
+    for weights, (keys, values) in zip(layers, caches):
+        hidden = _layer(hidden, cos, sin, visible, position, keys, values, *weights, heads=heads, kv_heads=kv_heads,
+                        eps=eps)
     return _matvec(_rms_norm(hidden, norm, eps), head).argmax(-1, keepdim=True)
+
+
+# The 30 layers share one compiled body: traced and compiled once, called once per layer inside the token's graph.
+_layer = torch.compiler.nested_compile_region(_layer_step)
