@@ -1,9 +1,10 @@
 """Did a change move any result? Two stores of the same tier, compared config by config against seed noise.
 
-    .venv/bin/python -m benchmarks.compare BEFORE_URI AFTER_URI [--tier quick] [--z 3]
+    .venv/bin/python -m benchmarks.compare BEFORE_URI AFTER_URI [--tier quick] [--z 3] [--ignore KEY ...]
 
 A speed change must leave every result where it was, up to the noise of the seeds. For each family,
-config (its params, the seed and the task's version left out) and result metric (``utility/``,
+config (its params, the seed, the task's version and any ``--ignore`` key left out: a setting of how a
+run executes, such as fl's ``ray_cpus``) and result metric (``utility/``,
 ``privacy/`` and ``bandwidth/`` keys; ``compute/`` ones are meant to move), it compares the mean over
 the FINISHED runs of each store:
 
@@ -25,6 +26,7 @@ import math
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from suite.task import discover
@@ -46,18 +48,19 @@ class Difference:
     z: float  # the difference in standard errors (inf: a metric seeds do not vary, changed)
 
 
-def config_key(run: RunRecord) -> str:
-    """The run's config without its seed and version: what two stores' runs of one cell share."""
-    return ", ".join(f"{k}={v}" for k, v in sorted(run.params.items()) if k not in IGNORED_PARAMS)
+def config_key(run: RunRecord, ignored: Iterable[str] = ()) -> str:
+    """The run's config without its seed, version and ``ignored`` keys: what two stores' runs of one cell share."""
+    skip = {*IGNORED_PARAMS, *ignored}
+    return ", ".join(f"{k}={v}" for k, v in sorted(run.params.items()) if k not in skip)
 
 
-def results(runs: list[RunRecord]) -> dict[str, dict[str, list[float]]]:
+def results(runs: list[RunRecord], ignored: Iterable[str] = ()) -> dict[str, dict[str, list[float]]]:
     """Config key -> result metric -> its values over the runs (one per seed)."""
     out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         for metric, value in run.metrics.items():
             if metric.startswith(RESULT_AXES) and math.isfinite(value):
-                out[config_key(run)][metric].append(value)
+                out[config_key(run, ignored)][metric].append(value)
     return out
 
 
@@ -69,9 +72,9 @@ def pooled_sd(groups: list[list[float]]) -> float | None:
 
 
 def compare_family(family: str, before: list[RunRecord], after: list[RunRecord], *,
-                   z_max: float = 3.0) -> tuple[int, list[Difference]]:
+                   z_max: float = 3.0, ignored: Iterable[str] = ()) -> tuple[int, list[Difference]]:
     """(comparisons made, those beyond ``z_max`` standard errors) for one family."""
-    a, b = results(before), results(after)
+    a, b = results(before, ignored), results(after, ignored)
     metrics = {m for per in (*a.values(), *b.values()) for m in per}
     made, beyond = 0, []
     for metric in sorted(metrics):
@@ -100,6 +103,8 @@ def main() -> None:
     parser.add_argument("after")
     parser.add_argument("--tier", default="quick")
     parser.add_argument("--z", type=float, default=3.0, help="standard errors beyond which a difference counts")
+    parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                        help="a config key that says how a run executes, not what it computes (repeatable)")
     args = parser.parse_args()
     stores = Tracker(args.before, write=False), Tracker(args.after, write=False)
     families = discover().names()
@@ -108,7 +113,7 @@ def main() -> None:
     for family in families:
         before, after = ([r for r in t.runs(family, status="FINISHED") if r.tags.get("suite.tier") == args.tier]
                          for t in stores)
-        made, beyond = compare_family(family, before, after, z_max=args.z)
+        made, beyond = compare_family(family, before, after, z_max=args.z, ignored=args.ignore)
         print(f"{family:14} {made:8d} {len(beyond):6d}")
         flagged += beyond
     for d in flagged:
