@@ -39,7 +39,6 @@ from typing import Annotated, Any, ClassVar, Union
 from pydantic import Field
 
 from suite.config import BaseConfig, build_config
-from suite.context import RunContext
 from suite.errors import ConfigError
 from suite.registry import Registry, unknown_name_message
 
@@ -59,10 +58,6 @@ class Method:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[BaseConfig]]
-
-    def run(self, config: Any, ctx: RunContext) -> dict[str, float]:
-        """Run one configuration and return its metrics (unless the family's Task.run drives the method)."""
-        raise NotImplementedError(f"method {self.name!r} has no run of its own; its family's Task.run drives it")
 
     def privacy_unit(self, config: Any) -> str:
         """What one privacy guarantee protects: example, label, client, or none."""

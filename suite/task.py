@@ -94,8 +94,14 @@ class Task:
     notes: ClassVar[tuple[str, ...]] = ()
 
     def run(self, config: Any, ctx: RunContext) -> dict[str, float]:
-        """Run one configuration and return its metrics: by default, the config's method runs it."""
-        return self.method_of(config).run(config, ctx)
+        """Run one configuration and return its metrics: by default, the config's method runs it
+        (its ``run(config, ctx)``); a family whose methods are steps of its own run overrides this."""
+        method = self.method_of(config)
+        run = getattr(method, "run", None)
+        if run is None:
+            raise TypeError(f"task {self.name!r}: method {method.name!r} has no run(config, ctx); write one, or "
+                            "override the task's run to drive its methods")
+        return run(config, ctx)
 
     def method_of(self, config: BaseConfig) -> Method:
         """The method that runs ``config``."""

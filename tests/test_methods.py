@@ -220,3 +220,18 @@ def test_the_board_shows_methods_with_different_keys_side_by_side(store, tmp_pat
     assert pd.isna(table.loc["ok", "privacy/epsilon [example] mean"])
     page = (tmp_path / "site" / "tasks" / "toy.html").read_text()
     assert "ε = 2.0 [example]" in (tmp_path / "site" / "index.html").read_text() and "noisy" in page
+
+
+def test_a_method_without_a_run_under_a_task_that_does_not_drive_it_is_a_clear_error() -> None:
+    """Task.run's default runs the config's method; a method that is only a step of its family's own run
+    (no ``run``), under a task that does not override ``run``, is refused by name."""
+
+    class Stepwise(Method):
+        name = "stepwise"
+
+    class Driverless(ToyTask):
+        def method_of(self, config: BaseConfig) -> Method:
+            return Stepwise()
+
+    with pytest.raises(TypeError, match="task 'toy': method 'stepwise' has no run"):
+        Task.run(Driverless(), TOY.resolve("quick"), ctx=None)  # type: ignore[arg-type]

@@ -48,9 +48,6 @@ class _PromptStop:
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    def set(self) -> None:
-        self._event.set()
-
     def wait(self, timeout: float | None = None) -> bool:
         return self._event.wait(self._interval if timeout is None else min(timeout, self._interval))
 
