@@ -118,7 +118,9 @@ def test_sigterm_ends_ray_cells_killed(ray_head, server, tmp_path: Path) -> None
     deadline = time.monotonic() + 180
 
     def mine(status: str) -> list:
-        return [r for r in tracker.runs("toy", status=status) if r.params["seed"] == "7"]
+        # The seed tag is set when the run is created; its params follow in a second write, so a
+        # RUNNING run read between the two has none yet.
+        return [r for r in tracker.runs("toy", status=status) if r.tags["suite.seed"] == "7"]
 
     while len(mine("RUNNING")) < 2:
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
