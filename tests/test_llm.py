@@ -2,7 +2,7 @@
 the compiled decoder, the texts, the harness path.
 
 Most checks use a tiny random Llama (real transformers classes) so they run in seconds; the ones that
-need SmolLM2 itself share one load (the first dequantizes the GGUF into the test cache, ~40 s).
+need SmolLM2 itself share one load (the first dequantizes the GGUF into the test cache, ~10 s).
 """
 
 from __future__ import annotations
@@ -161,6 +161,32 @@ def test_model_cache_round_trips_and_rebuilds_a_truncated_file(tmp_path: Path, c
     flipped[-5] ^= 0xFF  # one corrupted weight byte
     path.write_bytes(bytes(flipped))
     assert "SHA-256" in verify_cache_file(path)
+
+
+def test_gguf_is_parsed_once_inside_the_block_and_the_library_is_restored_after(tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+
+    from tasks.llm.model import gguf_parsed_once
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("token_embd.weight", np.arange(12, dtype=np.float32).reshape(3, 4))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    plain_reader, plain_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with gguf_parsed_once():
+        first, again = gguf.GGUFReader(path), gguf.GGUFReader(str(path))
+        assert first is again  # one parse
+        assert np.array_equal(first.tensors[0].data, np.arange(12, dtype=np.float32).reshape(3, 4))
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
+        assert gguf.get_tensor_name_map(arch, 2).get_name("model.layers.1.mlp.down_proj") == "blk.1.ffn_down"
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (plain_reader, plain_map)
+    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)
 
 
 def test_hf_dir_must_hold_a_causal_lm(tmp_path: Path) -> None:
