@@ -85,3 +85,31 @@ def test_the_client_apps_own_parts_pickle_by_reference() -> None:
     mods = pickle.loads(pickle.dumps(app._mods))
     assert mods == [SeededNumpyMod(3), DropoutMod(0.25, 0)]
     assert pickle.loads(pickle.dumps(_ClientFn(spec))).spec.hidden == (8,)
+
+
+def test_shared_partitions_travel_by_reference_and_reach_a_worker_whole_and_writable() -> None:
+    import numpy as np
+    import ray
+    from ray import cloudpickle
+
+    from tasks.fl.apps import ClientSpec
+    from tasks.fl.data import load
+    from tasks.fl.engine import SharedPartitions, ray_session
+
+    parts, _ = load("digits", 20, 0.5, 0, None)
+
+    def spec(partitions) -> ClientSpec:  # type: ignore[no-untyped-def]
+        return ClientSpec("digits", (8,), partitions, 1, 16, 0.1, 0, "cpu")
+
+    @ray.remote(num_cpus=1)
+    def read(spec: ClientSpec) -> list:
+        return [(x.flags.writeable, x.tobytes() == ref_x.tobytes(), np.array_equal(y, ref_y))
+                for (x, y), (ref_x, ref_y) in zip(spec.partitions, parts, strict=True)]
+
+    with ray_session({"address": "local", "num_cpus": 1, "logging_level": "ERROR", "log_to_driver": False}):
+        shared = spec(SharedPartitions(parts))
+        assert len(shared.partitions) == 20
+        inline = len(cloudpickle.dumps(spec(parts)))
+        assert len(cloudpickle.dumps(shared)) < 2_000 < 300_000 < inline  # a reference, not the 359 KB of arrays
+        assert ray.get(read.remote(shared)) == [(True, True, True)] * 20
+    assert not ray.is_initialized()  # the session ends with the block

@@ -8,7 +8,7 @@ reports; each method names its mods (:mod:`tasks.fl.methods`), the ServerApp is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,7 @@ class ClientSpec:
 
     dataset: str
     hidden: tuple[int, ...]
-    partitions: list[tuple[np.ndarray, np.ndarray]]
+    partitions: Sequence[tuple[np.ndarray, np.ndarray]]  # (x, y) per client; the engine's are shared (tasks.fl.engine)
     local_epochs: int
     batch_size: int
     lr: float

@@ -1,4 +1,4 @@
-"""Flower's Simulation Engine without its 100 ms polls.
+"""Flower's Simulation Engine without its 100 ms polls, and with the clients' data sent once.
 
 In flwr 1.42 messages move between the ServerApp and the simulated nodes by polling, twice per exchange:
 
@@ -21,10 +21,15 @@ up the replies it waits for, so :data:`GRID_POLL_S` is shorter.
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
 
 ENGINE_POLL_S = 0.02
 GRID_POLL_S = 0.005
@@ -70,3 +75,59 @@ def prompt_engine(interval: float | None = None) -> Iterator[None]:
         yield
     finally:
         vce_api.add_messages_to_queue = original
+
+
+# -- the clients' data, once per worker -------------------------------------------------------
+
+
+class SharedPartitions(Sequence):
+    """The clients' partitions in Ray's object store, fetched once per worker process.
+
+    The Simulation Engine pickles the ClientApp, and with it the :class:`tasks.fl.apps.ClientSpec`,
+    into every message it hands an actor (1,220 in a quick secagg run). With the arrays inside, every
+    message carried the whole training set (359 KB for digits), more than Ray passes inline, so each
+    cost an object-store put in the driver and a read in the actor while the actor waited. Here the
+    arrays are put once; a message carries their reference, and an actor reads them on its first
+    message (:func:`_fetched`). They are the same arrays, so a run's updates do not change.
+    """
+
+    def __init__(self, partitions: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        import ray
+
+        self._ref = ray.put(list(partitions))
+        self._len = len(partitions)
+
+    def __getitem__(self, i: Any) -> Any:
+        return _fetched(self._ref)[i]
+
+    def __len__(self) -> int:
+        return self._len
+
+
+@functools.lru_cache(maxsize=2)
+def _fetched(ref: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The partitions behind ``ref``, as writable copies (the object store's arrays are read-only)."""
+    import ray
+
+    return [(np.array(x), np.array(y)) for x, y in ray.get(ref)]
+
+
+@contextmanager
+def ray_session(init_args: dict[str, Any]) -> Iterator[None]:
+    """Ray, started (or joined) before the Simulation Engine so that the run can put objects into it.
+
+    ``run_simulation`` starts Ray itself only when it is not running, with the driver's import path
+    passed to its workers; this does the same with ``init_args`` (what the engine's ``init_args`` would
+    be). Ray is shut down when the block exits, also when the run fails before the engine started.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    path = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": path}}, **{"include_dashboard": False, **init_args})
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -36,7 +36,7 @@ def run_federated(config: FLConfig, ctx: RunContext) -> dict[str, float]:
 
     from tasks.fl.apps import ClientSpec, build_model, client_app, evaluate, get_weights, set_weights
     from tasks.fl.data import load
-    from tasks.fl.engine import prompt_engine
+    from tasks.fl.engine import SharedPartitions, prompt_engine, ray_session
     from tasks.fl.meter import uplink_summary
     from tasks.fl.rounds import flatten
     from tasks.fl.server import ServerRecord, ServerSpec, server_app
@@ -63,14 +63,15 @@ def run_federated(config: FLConfig, ctx: RunContext) -> dict[str, float]:
 
     record = ServerRecord()
     sigma = method.noise_multiplier(config)
-    spec = ClientSpec(config.dataset, tuple(config.hidden), partitions, config.local_epochs, config.batch_size,
-                      config.lr, config.seed, device, weight_cap=config.client_weight_cap())
     server = server_app(ServerSpec(config, initial, evaluate_fn, plan=plan, noise_multiplier=sigma, on_round=on_round),
                         record)
+    init_args = _ray_init_args(config.ray_cpus)
     backend = {"client_resources": {"num_cpus": config.client_cpus, "num_gpus": config.client_gpus},
-               "init_args": _ray_init_args(config.ray_cpus)}
+               "init_args": init_args}
     started = time.perf_counter()
-    with ctx.phase("train"), prompt_engine():
+    with ctx.phase("train"), ray_session(init_args), prompt_engine():
+        spec = ClientSpec(config.dataset, tuple(config.hidden), SharedPartitions(partitions), config.local_epochs,
+                          config.batch_size, config.lr, config.seed, device, weight_cap=config.client_weight_cap())
         try:
             run_simulation(server_app=server, client_app=client_app(spec, method.client_mods(config), config.dropout),
                            num_supernodes=config.num_clients, backend_config=backend)
