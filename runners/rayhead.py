@@ -49,13 +49,20 @@ class RayHeads:
 
     def discard(self, slot: int) -> None:
         """Close the heads of ``slot`` (its cell failed or was killed): the next cell gets fresh ones."""
-        for key in [k for k in self.holders if k[0] == slot]:
-            self.addresses.pop(key, None)
-            stop_head(self.holders.pop(key))
+        self._stop([k for k in self.holders if k[0] == slot])
 
     def close(self) -> None:
-        for slot in {k[0] for k in self.holders}:
-            self.discard(slot)
+        """Close every head, all at once (each takes a second or two to shut Ray down)."""
+        self._stop(list(self.holders))
+
+    def _stop(self, keys: list[tuple[int, int]]) -> None:
+        holders = [self.holders.pop(key) for key in keys]
+        for key in keys:
+            self.addresses.pop(key, None)
+        for holder in holders:
+            ask_to_stop(holder)
+        for holder in holders:
+            stop_head(holder)
 
 
 def _wait_ready(holder: subprocess.Popen[str], cpus: int) -> str:
@@ -70,11 +77,19 @@ def _wait_ready(holder: subprocess.Popen[str], cpus: int) -> str:
     return line[len(_READY):].strip()
 
 
+def ask_to_stop(holder: subprocess.Popen[str]) -> None:
+    """Close the holder's standard input: it shuts Ray down and exits."""
+    if holder.stdin and not holder.stdin.closed:
+        try:
+            holder.stdin.close()
+        except OSError:  # it exited already
+            pass
+
+
 def stop_head(holder: subprocess.Popen[str]) -> None:
     """Close the holder's standard input (it shuts Ray down and exits); kill it if it does not."""
     try:
-        if holder.stdin:
-            holder.stdin.close()
+        ask_to_stop(holder)
         holder.wait(timeout=30)
     except subprocess.TimeoutExpired:
         holder.kill()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -96,6 +97,9 @@ class _Pool(CellPool):
         self.ctx = mp.get_context("forkserver")
         self.ctx.set_forkserver_preload(["runners.worker", *preload])
         self.ray_heads = RayHeads()
+        self.ray_left = 0  # cells not yet launched that run on a Ray head
+        self.ray_active: set[Connection] = set()  # running cells that run on one
+        self.closing: threading.Thread | None = None  # closes the heads once no cell needs them
         self.slots: dict[Connection, int] = {}  # worker slot of each active cell
         self.exiting: list[Any] = []  # worker processes that sent their result and are exiting
         self.spare: tuple[Connection, Any] | None = None  # a worker started ahead, waiting for a cell
@@ -103,7 +107,9 @@ class _Pool(CellPool):
 
     def run(self, cells: Iterable[Cell], cached: int = 0) -> list[Outcome]:
         cells = list(cells)
-        for cpus in sorted({c for c in map(_ray_cpus, cells) if c}):  # start while the first cells run
+        needs = [cpus for cpus in map(_ray_cpus, cells) if cpus]
+        self.ray_left = len(needs)
+        for cpus in sorted(set(needs)):  # start while the first cells run
             for slot in range(min(self.jobs, len(cells))):
                 self.ray_heads.prepare(slot, cpus)
         self.unlaunched = len(cells)
@@ -117,6 +123,8 @@ class _Pool(CellPool):
                 process.join(10)
                 if process.exitcode is None:
                     process.kill()
+            if self.closing:
+                self.closing.join()
             self.ray_heads.close()
 
     def _end(self, item: Active, status: str, reason: str = "", metrics: dict[str, float] | None = None) -> None:
@@ -143,6 +151,9 @@ class _Pool(CellPool):
             parent.send((cell, cell.threads or self.threads, env))
         self.unlaunched -= 1
         self.slots[parent] = slot
+        if cpus:
+            self.ray_left -= 1
+            self.ray_active.add(parent)
         return parent, process
 
     def _spawn(self) -> tuple[Connection, Any]:
@@ -189,6 +200,12 @@ class _Pool(CellPool):
         (the next cell need not wait for an interpreter with torch loaded to shut down)."""
         item.key.close()
         del self.slots[item.key]
+        self.ray_active.discard(item.key)
+        if not self.ray_left and not self.ray_active and self.ray_heads.holders and self.closing is None:
+            # No cell needs the Ray heads any more: shut them down now, beside the cells still running,
+            # rather than after the last one (a second or two each).
+            self.closing = threading.Thread(target=self.ray_heads.close, name="close-ray-heads")
+            self.closing.start()
         self.exiting = [p for p in self.exiting if p.exitcode is None]  # exitcode reaps the finished ones
         if item.handle.exitcode is None:
             self.exiting.append(item.handle)

@@ -4,6 +4,7 @@ Ray heads a local sweep lends its federated cells."""
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 import textwrap
 from pathlib import Path
@@ -72,3 +73,24 @@ def test_a_ray_head_is_lent_to_cells_and_closed_with_its_slot() -> None:
         assert holder.poll() == 0 and not heads.holders  # the holder shut Ray down and exited
     finally:
         heads.close()
+
+
+def test_a_sweeps_ray_heads_close_once_no_cell_needs_them_not_after_the_last_cell(store, monkeypatch) -> None:
+    from tests.toy.task import ToyTask
+
+    # Toy cells that sleep under 1 s "run on Ray" (they are lent a head, which they ignore); the 8 s one does not.
+    monkeypatch.setattr(ToyTask, "ray_cpus", lambda self, config: 1 if config.sleep_s < 1 else None, raising=False)
+    closed: list[float] = []
+    close = RayHeads.close
+
+    def timed_close(self: RayHeads) -> None:
+        if self.holders:
+            closed.append(time.time())
+        close(self)
+
+    monkeypatch.setattr(RayHeads, "close", timed_close)
+    outcomes = run_sweep(_cells(sleep_s=[8.0, 0.1, 0.2]), tracker=store, jobs=2)
+    assert [o.status for o in outcomes] == ["FINISHED"] * 3
+    # The short cells wait for their head to start (seconds), then end; the 8 s cell runs on.
+    [long] = [o for o in outcomes if o.cell.config["sleep_s"] == 8.0]
+    assert len(closed) == 1 and closed[0] < store.run(long.run_id).end_time / 1000  # closed while it still ran
