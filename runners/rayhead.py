@@ -17,9 +17,11 @@ of that pipe, so a sweep that dies, even by SIGKILL, takes its heads with it.
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 _READY = "RAY_HEAD_ADDRESS="
 
@@ -46,6 +48,19 @@ class RayHeads:
             self.prepare(slot, cpus)
             self.addresses[key] = _wait_ready(self.holders[key], cpus)
         return self.addresses[key]
+
+    def ready(self, slot: int, cpus: int) -> bool:
+        """Whether :meth:`address` of a prepared head would answer now, without waiting: the head
+        is up, or its holder has exited (then :meth:`address` raises the reason)."""
+        key = (slot, cpus)
+        if key in self.addresses:
+            return True
+        holder = self.holders.get(key)
+        return holder is None or holder.stdout is None or bool(select.select([holder.stdout], [], [], 0)[0])
+
+    def waiting(self, slot: int, cpus: int) -> Any:
+        """What to wait on (:func:`multiprocessing.connection.wait`) for the head to be ready."""
+        return self.holders[(slot, cpus)].stdout
 
     def discard(self, slot: int) -> None:
         """Close the heads of ``slot`` (its cell failed or was killed): the next cell gets fresh ones."""

@@ -99,6 +99,7 @@ class _Pool(CellPool):
         self.ray_heads = RayHeads()
         self.ray_left = 0  # cells not yet launched that run on a Ray head
         self.ray_active: set[Connection] = set()  # running cells that run on one
+        self.awaiting: dict[Connection, tuple[int, int]] = {}  # cells waiting for their head: (slot, CPUs)
         self.closing: threading.Thread | None = None  # closes the heads once no cell needs them
         self.slots: dict[Connection, int] = {}  # worker slot of each active cell
         self.exiting: list[Any] = []  # worker processes that sent their result and are exiting
@@ -137,10 +138,13 @@ class _Pool(CellPool):
         env = {}
         cpus = _ray_cpus(cell)
         if cpus:
-            try:
-                env["RAY_ADDRESS"] = self.ray_heads.address(slot, cpus)
-            except RuntimeError as exc:  # the cell can still start a Ray of its own, only slower
-                self.display.log(f"[yellow]{escape(str(exc))}; {escape(cell.label())} starts its own[/]")
+            self.ray_heads.prepare(slot, cpus)
+            if self.ray_heads.ready(slot, cpus):
+                address = self._head_address(cell, slot, cpus)
+                if address:
+                    env["RAY_ADDRESS"] = address
+            else:  # the worker waits for the address (worker.AWAIT_RAY_HEAD), this loop does not
+                env["RAY_ADDRESS"] = worker.AWAIT_RAY_HEAD
         parent, process = self.spare or self._spawn()
         self.spare = None
         try:
@@ -154,7 +158,28 @@ class _Pool(CellPool):
         if cpus:
             self.ray_left -= 1
             self.ray_active.add(parent)
+            if env.get("RAY_ADDRESS") == worker.AWAIT_RAY_HEAD:
+                self.awaiting[parent] = (slot, cpus)
         return parent, process
+
+    def _head_address(self, cell: Cell, slot: int, cpus: int) -> str | None:
+        """The address of the slot's head; None, said on the display, if it could not start."""
+        try:
+            return self.ray_heads.address(slot, cpus)
+        except RuntimeError as exc:  # the cell can still start a Ray of its own, only slower
+            self.display.log(f"[yellow]{escape(str(exc))}; {escape(cell.label())} starts its own[/]")
+            return None
+
+    def _hand_addresses(self) -> None:
+        """Send each waiting cell its head's address once the head is up (None if it failed)."""
+        for conn, (slot, cpus) in list(self.awaiting.items()):
+            if self.ray_heads.ready(slot, cpus):
+                del self.awaiting[conn]
+                address = self._head_address(self.active[conn].cell, slot, cpus)
+                try:
+                    conn.send(("ray_address", address))
+                except OSError:  # the worker died; its end is read from the pipe
+                    pass
 
     def _spawn(self) -> tuple[Connection, Any]:
         """A worker process forked from the server, waiting for its cell (runners.worker.serve)."""
@@ -170,7 +195,10 @@ class _Pool(CellPool):
         super()._poll(timeout)
 
     def _ready(self, timeout: float) -> list[Connection]:
-        return wait(list(self.active), timeout=timeout)  # type: ignore[arg-type]
+        heads = [self.ray_heads.waiting(*self.awaiting[c]) for c in self.awaiting]
+        ready = wait([*self.active, *heads], timeout=timeout)  # type: ignore[arg-type]
+        self._hand_addresses()
+        return [key for key in ready if key in self.active]
 
     def _receive(self, item: Active) -> None:
         conn = item.key
@@ -201,6 +229,7 @@ class _Pool(CellPool):
         item.key.close()
         del self.slots[item.key]
         self.ray_active.discard(item.key)
+        self.awaiting.pop(item.key, None)
         if not self.ray_left and not self.ray_active and self.ray_heads.holders and self.closing is None:
             # No cell needs the Ray heads any more: shut them down now, beside the cells still running,
             # rather than after the last one (a second or two each).

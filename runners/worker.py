@@ -19,6 +19,11 @@ from suite.task import discover, get_task
 
 _PR_SET_PDEATHSIG = 1
 
+# The value of RAY_ADDRESS in a cell's env while the sweep's Ray head for it is still starting: the
+# worker waits for ("ray_address", address or None) on its pipe before it runs the cell, so that the
+# sweep's loop goes on launching cells meanwhile.
+AWAIT_RAY_HEAD = "<await the sweep's Ray head>"
+
 # Imported by the sweep's fork server: what every cell would otherwise look up again
 # (installed packages, the git commit, the task modules and their methods: a quarter of a second)
 # is computed once and inherited by each worker.
@@ -47,8 +52,12 @@ def serve(conn: Connection) -> None:
     _die_with_parent()
     try:
         cell, threads, env = conn.recv()
+        if env.get("RAY_ADDRESS") == AWAIT_RAY_HEAD:
+            kind, address = conn.recv()
+            assert kind == "ray_address", kind
+            env = {k: v for k, v in env.items() if k != "RAY_ADDRESS"} | ({"RAY_ADDRESS": address} if address else {})
     except EOFError:
-        return  # the sweep ended without a cell for this worker
+        return  # the sweep ended without a cell for this worker (or before its head was up)
     main(cell, threads, conn, env)
 
 

@@ -41,7 +41,7 @@ def _toy_with_tier(tmp_path: Path, name: str, tier: dict) -> type[Task]:
 
 
 def test_each_method_holds_only_its_keys() -> None:
-    assert TOY.methods() == ("crash", "hang", "nan", "noisy", "ok")
+    assert TOY.methods() == ("crash", "hang", "nan", "noisy", "ok", "ray_address")
     assert set(TOY.config_model("ok").model_fields) == {"method", "seed", "sleep_s", "value"}
     assert set(TOY.config_model("hang").model_fields) == {"method", "seed", "sleep_s", "value", "hang_s"}
     assert set(TOY.config_model("noisy").model_fields) == {"method", "seed", "sleep_s", "value", "epsilon"}

@@ -94,3 +94,20 @@ def test_a_sweeps_ray_heads_close_once_no_cell_needs_them_not_after_the_last_cel
     # The short cells wait for their head to start (seconds), then end; the 8 s cell runs on.
     [long] = [o for o in outcomes if o.cell.config["sleep_s"] == 8.0]
     assert len(closed) == 1 and closed[0] < store.run(long.run_id).end_time / 1000  # closed while it still ran
+
+
+def test_a_cell_waiting_for_its_ray_head_holds_up_neither_the_sweep_nor_its_address(store, monkeypatch) -> None:
+    from tests.toy.task import ToyTask
+
+    monkeypatch.setattr(ToyTask, "ray_cpus", lambda self, config: 1 if config.method == "ray_address" else None,
+                        raising=False)
+    task = get_task("toy")
+    on_ray = Cell.make(task, "quick", task.resolve("quick", {"method": "ray_address", "sleep_s": 0.5}))
+    plain = Cell.make(task, "quick", task.resolve("quick", {"sleep_s": 0.1}))
+    outcomes = {o.cell.hash: o for o in run_sweep([on_ray, plain], tracker=store, jobs=2)}
+    assert outcomes[on_ray.hash].metrics["utility/accuracy"] == 1.0  # it ran with its head's address
+    ray_run, plain_run = (store.run(outcomes[c.hash].run_id) for c in (on_ray, plain))
+    # The Ray cell starts first (its estimate is longer) and waits seconds for its head; the other cell
+    # does not wait behind it: it is over before the Ray cell's own computation began.
+    assert ray_run.start_time <= plain_run.start_time
+    assert plain_run.end_time < ray_run.end_time - 1000 * ray_run.metrics["compute/wall_s"]
