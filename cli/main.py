@@ -159,7 +159,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from runners.sweep import plan, run_sweep
+    from runners.sweep import plan, run_sweep, warm_up
+    from suite.store import sqlite_path, tracking_uri
     from suite.config import parse_overrides
     from suite.task import discover, get_task
     from suite.tracking import Tracker
@@ -175,6 +176,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         probe(args.ray_address)  # before anything is planned or opened
     cells = plan(tasks, args.tier, parse_overrides(args.overrides), timeout_s=args.timeout)
     preload = [m for t in tasks for m in t.preload]
+    store = sqlite_path(tracking_uri())
+    if not args.ray_address and store is not None and not store.exists():
+        warm_up(preload)  # a new store: every cell will run, and creating the store takes seconds
     tracker = Tracker()
     outcomes = run_sweep(cells, tracker=tracker, jobs=jobs, force=args.force, preload=preload,
                          ray_address=args.ray_address)
