@@ -22,7 +22,7 @@ from leaderboard.claims import evaluate_claims, store_tiers
 from leaderboard.collect import collect
 from leaderboard.paired import example_loader
 from leaderboard.ties import mark_best, mark_headlines
-from leaderboard.site import write_site
+from leaderboard.site import drawing, write_site
 from suite.tracking import Tracker
 
 from leaderboard.stamp import MANIFEST
@@ -37,17 +37,20 @@ def build_site(tracker: Tracker, out_dir: str | Path, claims: Sequence[Mapping[s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs, schemas = collect(tracker)
-    sections, rows = judge(tracker, runs, schemas, claims)
-    written = write_site(runs, sections, out, rows)
+    sections = build_sections(runs, schemas)
+    with drawing(sections, out / "plots") as drawn:  # beside the paired tests
+        sections, rows = judge(tracker, runs, schemas, claims, sections=sections)
+        written = write_site(runs, sections, out, rows, drawn=drawn)
     _remove_stale(out, {p.relative_to(out).as_posix() for p in written})
     return out / "index.html"
 
 
 def judge(tracker: Tracker, runs: Any, schemas: Any, claims: Sequence[Mapping[str, Any]],
-          tiers: Sequence[str] | None = None) -> tuple[list[Section], list[dict[str, Any]]]:
+          tiers: Sequence[str] | None = None,
+          sections: list[Section] | None = None) -> tuple[list[Section], list[dict[str, Any]]]:
     """The sections with their best-or-tie marks (paired tests), and a row per claim and tier
-    (default: every tier of the store)."""
-    sections = build_sections(runs, schemas)
+    (default: every tier of the store). ``sections``: :func:`build_sections` of the runs, if made already."""
+    sections = build_sections(runs, schemas) if sections is None else sections
     load = example_loader(lambda run_id, uri, name: tracker.read_json(run_id, name, artifact_uri=uri or None))
     for section in sections:
         mark_best(section, load)

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing as mp
 import re
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +30,8 @@ import pandas as pd
 from leaderboard.aggregate import STATS, Section
 from leaderboard.claims_page import claims_json, claims_summary, claims_view
 from leaderboard.configs import config_view
-from leaderboard.curves import curve_plots
-from leaderboard.plots import pareto_plots
+from leaderboard.curves import CurvePlot, curve_plots
+from leaderboard.plots import Plot, pareto_plots
 from leaderboard.privacy import SPREAD
 from leaderboard.views import failures_view, headline_view, table_view, task_counts
 
@@ -34,48 +39,73 @@ _TEMPLATES = Path(__file__).resolve().parent / "templates"
 _ENDS = {SPREAD: ("lo", "hi")}  # the accountants' smallest and largest epsilon (means over seeds)
 
 
-def write_site(runs: pd.DataFrame, sections: list[Section], out: Path,
-               claims: list[dict[str, Any]] | None = None) -> list[Path]:
+Drawn = tuple[list[Plot], list[CurvePlot]]  # a section's Pareto plots and curves
+
+
+def draw_plots(sections: list[Section], out_dir: Path) -> list[Drawn]:
+    """Draw every section's plots into ``out_dir``; what was drawn, section by section."""
+    if sections:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    return [(pareto_plots(s, out_dir), curve_plots(s, out_dir)) for s in sections]
+
+
+@contextmanager
+def drawing(sections: list[Section], out_dir: Path) -> Iterator[Callable[[], list[Drawn]]]:
+    """Draw the plots (:func:`draw_plots`) in a forked process while the block goes on; yields the
+    function that waits for them. Drawing SVGs is a third of a build, and apart from the paired tests
+    that mark the best rows, which the plots do not show, it needs nothing the block computes.
+    Where ``fork`` is not the safe default (not Linux), the plots are drawn first, in this process."""
+    if sys.platform != "linux":
+        drawn = draw_plots(sections, out_dir)
+        yield lambda: drawn
+        return
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
+        yield pool.submit(draw_plots, sections, out_dir).result
+
+
+def write_site(runs: pd.DataFrame, sections: list[Section], out: Path, claims: list[dict[str, Any]] | None = None,
+               drawn: Callable[[], list[Drawn]] | None = None) -> list[Path]:
     """Render every page, plot and download into ``out``; return the files written.
 
-    ``claims``: the rows of :func:`leaderboard.claims.evaluate_claims`, for ``claims.html``.
+    ``claims``: the rows of :func:`leaderboard.claims.evaluate_claims`, for ``claims.html``. ``drawn``: waits for
+    the sections' plots, drawn into ``out / "plots"`` elsewhere (:func:`drawing`), and returns them; it is called
+    once the pages that show no plot are written. By default the plots are drawn here.
     """
     env = _jinja()
     claims = claims or []
     written = [_write(out / "style.css", (_TEMPLATES / "style.css").read_text())]
+    for section in sections:
+        written += _config_pages(env, section, out, f"tasks/{_slug(section.task)}.html")
+    written.append(_write(out / "claims.html", env.get_template("claims.html.j2").render(
+        root="", claims=claims_view(claims))))
+    written.append(_write(out / "data" / "claims.json", claims_json(claims)))
+    plots = dict(zip(map(id, sections), drawn() if drawn else draw_plots(sections, out / "plots"), strict=True))
     cards = []
     for task in sorted(set(runs["task"])) if not runs.empty else []:
         mine = [s for s in sections if s.task == task]
         task_runs = runs[runs["task"] == task]
-        page, files = _task_files(env, task, mine, task_runs, out)
+        page, files = _task_files(env, task, mine, task_runs, out, [plots[id(s)] for s in mine])
         written += files
         shown = [_card_section(s, v) for s, v in zip(mine, page["sections"]) if not v["older"]]
         cards.append({**page, "sections": shown, "older": len(mine) - len(shown)})
-    written.append(_write(out / "claims.html", env.get_template("claims.html.j2").render(
-        root="", claims=claims_view(claims))))
-    written.append(_write(out / "data" / "claims.json", claims_json(claims)))
     written.append(_write(out / "index.html", env.get_template("index.html.j2").render(
         root="", tasks=cards, claims=claims_summary(claims))))
     return written
 
 
 def _task_files(env: Any, task: str, sections: list[Section], runs: pd.DataFrame,
-                out: Path) -> tuple[dict[str, Any], list[Path]]:
+                out: Path, drawn: list[Drawn]) -> tuple[dict[str, Any], list[Path]]:
     slug = _slug(task)
     written: list[Path] = []
-    (out / "plots").mkdir(parents=True, exist_ok=True)
     views = []
     newest = {}
-    for section in sections:  # sections come newest version first within a tier
+    for section, (plots, curves) in zip(sections, drawn, strict=True):  # newest version first within a tier
         newest.setdefault(section.tier, section.version)
-        plots = pareto_plots(section, out / "plots")
-        curves = curve_plots(section, out / "plots")
         written += [out / "plots" / p.filename for p in [*plots, *curves]]
         view = _section_view(section, plots, older=newest[section.tier] != section.version)
         view["curves"] = [{"src": f"../plots/{c.filename}", "title": c.title, "description": c.description}
                           for c in curves]
         views.append(view)
-        written += _config_pages(env, section, out, f"tasks/{slug}.html")
     description = next((s.schema.description for s in sections if s.schema.description), "")
     page = {"name": task, "description": description, "counts": task_counts(runs), "sections": views,
             "href": f"tasks/{slug}.html", "csv": f"data/{slug}.csv", "json": f"data/{slug}.json"}
