@@ -118,3 +118,26 @@ def test_the_benchmark_says_why_each_kind_of_variant_is_below_the_bound() -> Non
     assert "57% of the probe" in bf16 and "oneDNN) at 22%" in bf16 and "AVX512-BF16" in bf16
     assert "86% of the probe" in _reason("wanda50", [compiled], kernels)  # pruned models run the fp32 kernels
     assert "kernel timings" in _reason("fp32", [compiled], {})
+
+
+def test_compile_ahead_steps_aside_while_another_process_compiles_and_its_step_serves_the_pruned_model() -> None:
+    from torch._dynamo.utils import counters
+
+    from suite.cache import try_file_lock
+    from tasks.llm.decode import compile_ahead, compile_lock
+
+    torch._dynamo.reset()  # this test process has compiled the step for many shapes: stay under dynamo's limit
+    model, prompt = _tiny_llama(), list(range(3, 14))  # a cache of 25 positions: no other test compiles it
+    with try_file_lock(compile_lock(model, len(prompt), 14)) as held:  # as another cell of the sweep would
+        assert held
+        before = counters["stats"]["unique_graphs"]
+        assert compile_ahead(model, prompt, 14) is False and counters["stats"]["unique_graphs"] == before
+    assert compile_ahead(model, prompt, 14) is True
+    compiled = counters["stats"]["unique_graphs"]
+    assert compiled > before
+    # Pruning zeroes weights in place: the variant decodes with the step compiled from the loaded model.
+    model = apply_variant(model, "wanda50", calibration=torch.randint(0, 64, (2, 16)))
+    ids = torch.tensor([prompt])
+    got, _, _ = CompiledDecoder(model).greedy(ids, 14)
+    assert counters["stats"]["unique_graphs"] == compiled
+    assert torch.equal(got, measure.greedy(model, ids, 14)[0])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -76,6 +76,10 @@ class Variant(Method, ABC):
         """Token ids the variant calibrates on, a (sequences, tokens) tensor, or None; ``encode`` maps text
         to token ids with the model's tokenizer."""
         return None
+
+    # Whether the variant keeps the loaded model's dtype and plain linear layers, so that it decodes with the same
+    # compiled step (tasks.llm.decode.compile_ahead): the run may compile that step before making the variant.
+    decodes_as_loaded: ClassVar[bool] = False
 
     def speed_emulated(self, model: Any) -> bool:
         """Whether the variant's matmuls are emulated on the model's device (its speed is then not its own)."""

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.cache import cache_root
+from suite.cache import cache_key, cache_root, try_file_lock
 
 _PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -52,6 +54,35 @@ def inductor_cache_dir() -> str:
         chosen = str(cache_root("llm") / "inductor")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = chosen
     return chosen
+
+
+def compile_ahead(model: Any, prompt: Sequence[int], new_tokens: int) -> bool:
+    """Compile the decoding step of ``model`` for a batch-one ``prompt`` and ``new_tokens`` now, unless another
+    process is compiling the same step; returns whether this one did (or found it in the disk cache).
+
+    The step depends on the model's shapes and dtype, not on its weights' values, so a run whose variant keeps
+    both (pruning) can compile it from the loaded model before making the variant. A sweep's first two such cells
+    would otherwise compile the same step side by side: here the second finds the first's lock, goes on with its
+    variant, and by the time it decodes, the step is in inductor's disk cache (or in this process's, for the one
+    that compiled it). Either way the tokens and the timed decoding are those of the compiled step.
+    """
+    with try_file_lock(compile_lock(model, len(prompt), new_tokens)) as mine:
+        if mine:
+            device = model.model.embed_tokens.weight.device
+            CompiledDecoder(model).greedy(torch.tensor([list(prompt)], device=device), new_tokens)
+        return mine
+
+
+def compile_lock(model: Any, prompt_tokens: int, new_tokens: int) -> Path:
+    """The lock :func:`compile_ahead` holds while it compiles this step: one per shape, dtype and cache dir."""
+    config = model.config
+    weight = model.model.embed_tokens.weight
+    key = cache_key({"torch": torch.__version__, "model_type": config.model_type, "hidden": config.hidden_size,
+                     "layers": config.num_hidden_layers, "heads": config.num_attention_heads,
+                     "kv_heads": config.num_key_value_heads, "intermediate": config.intermediate_size,
+                     "vocab": config.vocab_size, "dtype": str(weight.dtype), "device": weight.device.type,
+                     "prompt": prompt_tokens, "new_tokens": new_tokens})
+    return Path(inductor_cache_dir()) / "suite-compiling" / f"decode-{key[:16]}"
 
 
 def unsupported_reason(model: Any) -> str | None:

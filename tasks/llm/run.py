@@ -16,11 +16,10 @@ LOSS_BLOCK = 32
 
 def run_llm(config: LLMConfig, ctx: RunContext, variant: Variant) -> dict[str, float]:
     """Load the model, make ``variant`` of it (the config's method), measure its quality, speed and size."""
-    from tasks.llm import measure, texts
+    from tasks.llm import measure
     from tasks.llm.variants import linear_sparsity, weight_bytes
 
-    loaded, model, calibration = _make_variant(config, ctx, variant)
-    held_out = _encode(loaded.tokenizer, texts.held_out_text(held_out_every=config.held_out_every))
+    loaded, model, calibration, held_out = _make_variant(config, ctx, variant)
     with ctx.phase("eval"):
         quality = measure.evaluate_quality(
             model, held_out, context=config.context, max_tokens=config.eval_tokens,
@@ -59,17 +58,27 @@ def run_llm(config: LLMConfig, ctx: RunContext, variant: Variant) -> dict[str, f
     return result
 
 
-def _make_variant(config: LLMConfig, ctx: RunContext, variant: Variant) -> tuple[Any, Any, Any]:
-    """The loaded model (with its tokenizer), the variant made of it, and its calibration batch (or None)."""
+def _make_variant(config: LLMConfig, ctx: RunContext, variant: Variant) -> tuple[Any, Any, Any, list[int]]:
+    """The loaded model (with its tokenizer), the variant made of it, its calibration batch (or None), and the
+    held-out token ids."""
     from suite.device import resolve_device
+    from tasks.llm import texts
 
     with ctx.phase("load"):
         loaded = _load(config)
         model = loaded.model.to(resolve_device(config.device))
+    held_out = _encode(loaded.tokenizer, texts.held_out_text(held_out_every=config.held_out_every))
+    if config.decode == "compiled" and variant.decodes_as_loaded:
+        from tasks.llm.decode import compile_ahead, unsupported_reason
+
+        if unsupported_reason(model) is None:
+            with ctx.phase("compile"):
+                ctx.progress("compile", 0, 1)
+                compile_ahead(model, held_out[:config.prompt_tokens], config.new_tokens)
     with ctx.phase("variant"):
         calibration = variant.calibration(config, lambda text: _encode(loaded.tokenizer, text))
         model = variant.apply(model, config, calibration=calibration)
-    return loaded, model, calibration
+    return loaded, model, calibration, held_out
 
 
 def _speed_metrics(speed: Any, model: Any) -> dict[str, float]:

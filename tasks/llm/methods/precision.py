@@ -23,6 +23,7 @@ class Fp32Config(LLMConfig):
 @METHODS.register
 class Fp32(Variant):
     Config = Fp32Config
+    decodes_as_loaded = True
 
     def apply(self, model: Any, config: Fp32Config, *, calibration: Any = None) -> Any:
         return model

@@ -27,6 +27,7 @@ class Pruned50Config(PruningConfig):
 @METHODS.register
 class Pruned50(Variant):
     Config = Pruned50Config
+    decodes_as_loaded = True  # zeros in place: same dtype, same nn.Linear layers
 
     def apply(self, model: Any, config: Pruned50Config, *, calibration: Any = None) -> Any:
         from tasks.llm.prune import prune_magnitude
@@ -46,6 +47,7 @@ class Wanda50Config(PruningConfig):
 @METHODS.register
 class Wanda50(Variant):
     Config = Wanda50Config
+    decodes_as_loaded = True  # zeros in place: same dtype, same nn.Linear layers
 
     def apply(self, model: Any, config: Wanda50Config, *, calibration: Any = None) -> Any:
         """``calibration``: a (sequences, tokens) tensor of token ids from text disjoint from the evaluation text."""
