@@ -138,7 +138,9 @@ class _Pool(CellPool):
             self.ray_heads.close()
 
     def _end(self, item: Active, status: str, reason: str = "", metrics: dict[str, float] | None = None) -> None:
-        if status != "FINISHED":  # what the cell left on its Ray head must not reach the slot's next cell
+        if status != "FINISHED" and item.key in self.ray_active:
+            # What the cell left on its Ray head must not reach the slot's next cell. (Only a cell that ran on a
+            # head can fail this way; the heads are closed in the background only once no such cell is left.)
             self.ray_heads.discard(self.slots[item.key])
         super()._end(item, status, reason, metrics)
 
