@@ -123,12 +123,12 @@ def test_the_benchmark_says_why_each_kind_of_variant_is_below_the_bound() -> Non
 def test_compile_ahead_steps_aside_while_another_process_compiles_and_its_step_serves_the_pruned_model() -> None:
     from torch._dynamo.utils import counters
 
-    from suite.cache import try_file_lock
+    from suite.cache import file_lock
     from tasks.llm.decode import compile_ahead, compile_lock
 
     torch._dynamo.reset()  # this test process has compiled the step for many shapes: stay under dynamo's limit
     model, prompt = _tiny_llama(), list(range(3, 14))  # a cache of 25 positions: no other test compiles it
-    with try_file_lock(compile_lock(model, len(prompt), 14)) as held:  # as another cell of the sweep would
+    with file_lock(compile_lock(model, len(prompt), 14), wait=False) as held:  # as another cell of the sweep would
         assert held
         before = counters["stats"]["unique_graphs"]
         assert compile_ahead(model, prompt, 14) is False and counters["stats"]["unique_graphs"] == before

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.cache import cache_key, cache_root, try_file_lock
+from suite.cache import cache_key, cache_root, file_lock
 
 _PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -66,7 +66,7 @@ def compile_ahead(model: Any, prompt: Sequence[int], new_tokens: int) -> bool:
     variant, and by the time it decodes, the step is in inductor's disk cache (or in this process's, for the one
     that compiled it). Either way the tokens and the timed decoding are those of the compiled step.
     """
-    with try_file_lock(compile_lock(model, len(prompt), new_tokens)) as mine:
+    with file_lock(compile_lock(model, len(prompt), new_tokens), wait=False) as mine:
         if mine:
             device = model.model.embed_tokens.weight.device
             CompiledDecoder(model).greedy(torch.tensor([list(prompt)], device=device), new_tokens)

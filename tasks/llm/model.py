@@ -133,7 +133,7 @@ def gguf_parsed_once() -> Iterator[None]:
     tensor-name map once per submodule of the model (``gguf.get_tensor_name_map``, 397 times,
     about 5 s). Both are pure functions of their arguments, imported from ``gguf`` at each call,
     so memoizing them on the module for the block changes no result: the cache build drops from
-    about 17 to 6 s on an idle core. The reader maps the file read-only.
+    about 15 to 9 s on an idle core. The reader maps the file read-only.
     """
     import gguf
 
